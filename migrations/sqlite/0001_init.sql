@@ -1,0 +1,54 @@
+-- jitmux catalog, SQLite dialect. Keep in step with ../postgres/0001_init.sql: same tables,
+-- columns and meaning; only identity and blob types differ.
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_ms BIGINT NOT NULL
+);
+
+-- API tokens: only the SHA-256 of the token is kept.
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    user_id BIGINT NOT NULL REFERENCES users (id),
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms BIGINT NOT NULL,
+    revoked_ms BIGINT
+);
+
+CREATE TABLE cameras (
+    id INTEGER PRIMARY KEY,
+    user_id BIGINT NOT NULL REFERENCES users (id),
+    name TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    UNIQUE (user_id, name)
+);
+
+-- One recording is one file in the tree: <camera>/<day>/<name>.mp4.
+CREATE TABLE recordings (
+    id INTEGER PRIMARY KEY,
+    camera_id BIGINT NOT NULL REFERENCES cameras (id),
+    day TEXT NOT NULL,
+    name TEXT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    len_bytes BIGINT NOT NULL,
+    etag TEXT NOT NULL,
+    format_version BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    UNIQUE (camera_id, day, name)
+);
+
+-- Segments of a recording in playlist order, with their sample index.
+CREATE TABLE segments (
+    recording_id BIGINT NOT NULL REFERENCES recordings (id),
+    seq BIGINT NOT NULL,
+    object_key TEXT NOT NULL,
+    init_key TEXT,
+    sha256 TEXT NOT NULL,
+    len_bytes BIGINT NOT NULL,
+    extinf_ms BIGINT NOT NULL,
+    join_before BIGINT NOT NULL,
+    sample_index BLOB NOT NULL,
+    PRIMARY KEY (recording_id, seq)
+);

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh Debian machine, then runs them all.
+#   ffmpeg/ffprobe  media checks (tests/tools/validate.py: framemd5 against the source)
+#   curl            resume check (curl -C -)
+#   chromium        browser playback check (tests/tools/browser_play.js via playwright-core)
+#   PostgreSQL      catalog tests on the second backend (JITMUX_TEST_PG; the machine runs one)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v curl >/dev/null || need+=(curl)
+command -v chromium >/dev/null || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs npm)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+(cd tests/tools && npm ci --silent --no-audit --no-fund)
+
+export JITMUX_TEST_PG=${JITMUX_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}
+export JITMUX_BROWSER_TEST=1
+cargo test --locked "$@"

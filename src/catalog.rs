@@ -1,0 +1,419 @@
+//! The catalog: users, tokens, cameras, recordings and their segments' sample indexes, in SQLite
+//! (embedded default, `<data-dir>/catalog.db`) or PostgreSQL (`postgres://…`), through one code
+//! path: `sqlx`'s `Any` driver with portable SQL (`$n` placeholders, `RETURNING`), and per-backend
+//! migrations under `migrations/{sqlite,postgres}` that differ only in identity and blob types.
+//!
+//! Times are unix milliseconds (`*_ms`); sizes are bytes (`len_bytes`).
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+/// Catalog errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("catalog migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported catalog URL {0:?}: use sqlite:PATH or postgres://…")]
+    BadUrl(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+type Result<T> = std::result::Result<T, CatalogError>;
+
+/// A user: the owner of a virtual file tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+}
+
+/// A camera of a user; recordings hang under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Camera {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+}
+
+/// A recording: one `.mp4` in the tree at `<camera>/<day>/<name>.mp4`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    pub id: i64,
+    pub camera_id: i64,
+    /// `YYYY-MM-DD`, UTC day of `start_ms`.
+    pub day: String,
+    /// File name without `.mp4`.
+    pub name: String,
+    /// Wall-clock start, unix ms.
+    pub start_ms: i64,
+    pub duration_ms: i64,
+    /// Size of the full MP4 as laid out by `format_version`.
+    pub len_bytes: i64,
+    /// Strong ETag value (without quotes) of the full MP4.
+    pub etag: String,
+    /// [`crate::format::mp4::FORMAT_VERSION`] that `len_bytes` and `etag` were computed with.
+    pub format_version: i64,
+    /// Last change, unix ms (`Last-Modified`).
+    pub updated_ms: i64,
+}
+
+/// One stored segment of a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub seq: i64,
+    /// Object store key of the segment bytes, stored unchanged.
+    pub object_key: String,
+    /// Object store key of the fMP4 init segment it needs, if any.
+    pub init_key: Option<String>,
+    /// Hex SHA-256 of the segment bytes.
+    pub sha256: String,
+    pub len_bytes: i64,
+    /// `#EXTINF` duration, ms.
+    pub extinf_ms: i64,
+    /// Timeline does not continue into this segment (discontinuity, gap, missing segment).
+    pub join_before: bool,
+    /// [`crate::format::index::SegmentIndex::encode`] bytes.
+    pub sample_index: Vec<u8>,
+}
+
+/// A recording to insert, with its segments.
+#[derive(Debug, Clone)]
+pub struct NewRecording {
+    pub camera_id: i64,
+    pub day: String,
+    /// Wanted name; `-2`, `-3`, … is appended when taken.
+    pub name: String,
+    pub start_ms: i64,
+    pub duration_ms: i64,
+    pub len_bytes: i64,
+    pub etag: String,
+    pub format_version: i64,
+    pub updated_ms: i64,
+    pub segments: Vec<Segment>,
+}
+
+/// A directory entry summary: a name and what is under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirSummary {
+    pub name: String,
+    /// Sum of the recordings' `len_bytes`.
+    pub len_bytes: i64,
+    pub duration_ms: i64,
+    /// Latest `updated_ms` under it.
+    pub updated_ms: i64,
+}
+
+/// A handle on the catalog database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: AnyPool,
+}
+
+/// Current time, unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Hex SHA-256 of an API token, the only form in which tokens are stored.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+impl Catalog {
+    /// Opens (creating it if needed) the catalog at `url` (`sqlite:PATH`, `sqlite::memory:`,
+    /// `postgres://…`) and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Catalog> {
+        sqlx::any::install_default_drivers();
+        let (url, sqlite) = if url.starts_with("sqlite:") {
+            let u =
+                if url.contains('?') || url.contains(":memory:") { url.to_string() } else { format!("{url}?mode=rwc") };
+            (u, true)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (url.to_string(), false)
+        } else {
+            return Err(CatalogError::BadUrl(url.to_string()));
+        };
+        let mut opts = AnyPoolOptions::new().max_connections(if sqlite { 4 } else { 8 });
+        if sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(&url).await?;
+        if sqlite {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        } else {
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        }
+        Ok(Catalog { pool })
+    }
+
+    /// Creates user `name` and a first API token named `default`; returns the user and the token
+    /// (shown once; only its hash is stored). Errors with `Conflict` if the name is taken.
+    pub async fn add_user(&self, name: &str) -> Result<(User, String)> {
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT id FROM users WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
+        if exists.is_some() {
+            return Err(CatalogError::Conflict(format!("user {name:?} already exists")));
+        }
+        let id: i64 = sqlx::query("INSERT INTO users (name, created_ms) VALUES ($1, $2) RETURNING id")
+            .bind(name)
+            .bind(now_ms())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let token = new_token();
+        sqlx::query("INSERT INTO tokens (user_id, name, token_sha256, created_ms) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind("default")
+            .bind(token_hash(&token))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((User { id, name: name.to_string() }, token))
+    }
+
+    /// Adds an API token named `name` for `user_id`; returns the token (shown once).
+    pub async fn add_token(&self, user_id: i64, name: &str) -> Result<String> {
+        let token = new_token();
+        sqlx::query("INSERT INTO tokens (user_id, name, token_sha256, created_ms) VALUES ($1, $2, $3, $4)")
+            .bind(user_id)
+            .bind(name)
+            .bind(token_hash(&token))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    /// The user named `name`.
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let row =
+            sqlx::query("SELECT id, name FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| User { id: r.get(0), name: r.get(1) }))
+    }
+
+    /// The user owning the unrevoked API token `token`.
+    pub async fn user_by_token(&self, token: &str) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_sha256 = $1 AND t.revoked_ms IS NULL",
+        )
+        .bind(token_hash(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| User { id: r.get(0), name: r.get(1) }))
+    }
+
+    /// The camera `name` of `user_id`, created if missing.
+    pub async fn camera_get_or_create(&self, user_id: i64, name: &str) -> Result<Camera> {
+        if let Some(c) = self.camera(user_id, name).await? {
+            return Ok(c);
+        }
+        let id: i64 = sqlx::query("INSERT INTO cameras (user_id, name, created_ms) VALUES ($1, $2, $3) RETURNING id")
+            .bind(user_id)
+            .bind(name)
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(Camera { id, user_id, name: name.to_string() })
+    }
+
+    /// The camera `name` of `user_id`.
+    pub async fn camera(&self, user_id: i64, name: &str) -> Result<Option<Camera>> {
+        let row = sqlx::query("SELECT id FROM cameras WHERE user_id = $1 AND name = $2")
+            .bind(user_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| Camera { id: r.get(0), user_id, name: name.to_string() }))
+    }
+
+    /// Inserts a recording and all its segments in one transaction (all or nothing), choosing a
+    /// free name (`name`, `name-2`, …) in its day directory.
+    pub async fn insert_recording(&self, r: &NewRecording) -> Result<Recording> {
+        let mut tx = self.pool.begin().await?;
+        let taken: Vec<String> = sqlx::query("SELECT name FROM recordings WHERE camera_id = $1 AND day = $2")
+            .bind(r.camera_id)
+            .bind(&r.day)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let name = (1..)
+            .map(|i| if i == 1 { r.name.clone() } else { format!("{}-{i}", r.name) })
+            .find(|n| !taken.contains(n))
+            .expect("unbounded");
+        let id: i64 = sqlx::query(
+            "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, etag, \
+             format_version, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(r.camera_id)
+        .bind(&r.day)
+        .bind(&name)
+        .bind(r.start_ms)
+        .bind(r.duration_ms)
+        .bind(r.len_bytes)
+        .bind(&r.etag)
+        .bind(r.format_version)
+        .bind(r.updated_ms)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        for s in &r.segments {
+            sqlx::query(
+                "INSERT INTO segments (recording_id, seq, object_key, init_key, sha256, len_bytes, \
+                 extinf_ms, join_before, sample_index) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(id)
+            .bind(s.seq)
+            .bind(&s.object_key)
+            .bind(&s.init_key)
+            .bind(&s.sha256)
+            .bind(s.len_bytes)
+            .bind(s.extinf_ms)
+            .bind(s.join_before as i64)
+            .bind(&s.sample_index)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Recording {
+            id,
+            camera_id: r.camera_id,
+            day: r.day.clone(),
+            name,
+            start_ms: r.start_ms,
+            duration_ms: r.duration_ms,
+            len_bytes: r.len_bytes,
+            etag: r.etag.clone(),
+            format_version: r.format_version,
+            updated_ms: r.updated_ms,
+        })
+    }
+
+    /// The user's cameras with totals, by name.
+    pub async fn list_cameras(&self, user_id: i64) -> Result<Vec<DirSummary>> {
+        let rows = sqlx::query(
+            "SELECT c.name, CAST(COALESCE(SUM(r.len_bytes), 0) AS BIGINT), CAST(COALESCE(SUM(r.duration_ms), 0) AS BIGINT), \
+             COALESCE(MAX(r.updated_ms), MAX(c.created_ms)) \
+             FROM cameras c LEFT JOIN recordings r ON r.camera_id = c.id \
+             WHERE c.user_id = $1 GROUP BY c.id, c.name ORDER BY c.name",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(summary).collect())
+    }
+
+    /// The camera's day directories with totals, by day.
+    pub async fn list_days(&self, camera_id: i64) -> Result<Vec<DirSummary>> {
+        let rows = sqlx::query(
+            "SELECT day, CAST(SUM(len_bytes) AS BIGINT), CAST(SUM(duration_ms) AS BIGINT), MAX(updated_ms) FROM recordings \
+             WHERE camera_id = $1 GROUP BY day ORDER BY day",
+        )
+        .bind(camera_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(summary).collect())
+    }
+
+    /// The recordings of one camera and day, by start time then name.
+    pub async fn list_recordings(&self, camera_id: i64, day: &str) -> Result<Vec<Recording>> {
+        let rows = sqlx::query(&format!("{REC_SELECT} WHERE camera_id = $1 AND day = $2 ORDER BY start_ms, name"))
+            .bind(camera_id)
+            .bind(day)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(recording).collect())
+    }
+
+    /// The recording at `<camera>/<day>/<name>.mp4`.
+    pub async fn recording(&self, camera_id: i64, day: &str, name: &str) -> Result<Option<Recording>> {
+        let row = sqlx::query(&format!("{REC_SELECT} WHERE camera_id = $1 AND day = $2 AND name = $3"))
+            .bind(camera_id)
+            .bind(day)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(recording))
+    }
+
+    /// Segments of a recording in playlist order.
+    pub async fn segments(&self, recording_id: i64) -> Result<Vec<Segment>> {
+        let rows = sqlx::query(
+            "SELECT seq, object_key, init_key, sha256, len_bytes, extinf_ms, join_before, sample_index \
+             FROM segments WHERE recording_id = $1 ORDER BY seq",
+        )
+        .bind(recording_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Segment {
+                seq: r.get(0),
+                object_key: r.get(1),
+                init_key: r.get(2),
+                sha256: r.get(3),
+                len_bytes: r.get(4),
+                extinf_ms: r.get(5),
+                join_before: r.get::<i64, _>(6) != 0,
+                sample_index: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Records a recomputed layout (after a format version change).
+    pub async fn set_layout(&self, recording_id: i64, len_bytes: i64, etag: &str, format_version: i64) -> Result<()> {
+        sqlx::query("UPDATE recordings SET len_bytes = $1, etag = $2, format_version = $3 WHERE id = $4")
+            .bind(len_bytes)
+            .bind(etag)
+            .bind(format_version)
+            .bind(recording_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+const REC_SELECT: &str = "SELECT id, camera_id, day, name, start_ms, duration_ms, len_bytes, etag, \
+                          format_version, updated_ms FROM recordings";
+
+fn recording(r: &sqlx::any::AnyRow) -> Recording {
+    Recording {
+        id: r.get(0),
+        camera_id: r.get(1),
+        day: r.get(2),
+        name: r.get(3),
+        start_ms: r.get(4),
+        duration_ms: r.get(5),
+        len_bytes: r.get(6),
+        etag: r.get(7),
+        format_version: r.get(8),
+        updated_ms: r.get(9),
+    }
+}
+
+fn summary(r: &sqlx::any::AnyRow) -> DirSummary {
+    DirSummary { name: r.get(0), len_bytes: r.get(1), duration_ms: r.get(2), updated_ms: r.get(3) }
+}
+
+/// A new random API token: `jm_` + 64 hex digits (256 bits).
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("jm_{}", hex::encode(b))
+}

@@ -1,0 +1,20 @@
+//! jitmux: a just-in-time archive transmux HTTP service.
+//!
+//! Cameras and encoders leave recordings as HLS segments (MPEG-TS or fMP4/CMAF; H.264/H.265,
+//! AAC/AC-3) in object storage. jitmux indexes each segment once at import and then presents,
+//! for every user, a virtual file tree in which each recording is a progressive `.mp4` whose
+//! length, ETag and `moov` are known from the catalog alone; its bytes are produced on request,
+//! transmuxed (never re-encoded) from exactly the segments a byte range touches.
+//!
+//! - [`format`]: the sans-IO core (demux, sample index, MP4 layout); no tokio, SQL or files.
+//! - [`catalog`]: users, tokens, cameras, recordings, segment indexes (SQLite or PostgreSQL).
+//! - [`store`]: the object store trait and the local-directory implementation.
+//! - [`import`]: playlist → stored segments + catalog rows, all or nothing.
+//! - [`service`], [`vfile`]: the HTTP API and the virtual MP4 entity served with `http-serve`.
+
+pub mod catalog;
+pub mod format;
+pub mod import;
+pub mod service;
+pub mod store;
+pub mod vfile;

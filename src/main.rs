@@ -1,0 +1,175 @@
+//! The `jitmux` command: serve, import, manage users, or run a demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use jitmux::catalog::Catalog;
+use jitmux::import::{ImportError, import_playlist, parse_rfc3339_ms};
+use jitmux::service::{AppState, app};
+use jitmux::store::LocalDirStore;
+
+/// Exit code for bad input data (sysexits.h EX_DATAERR).
+const EXIT_DATAERR: u8 = 65;
+
+#[derive(Parser)]
+#[command(name = "jitmux", version, about = "Just-in-time archive transmux: HLS segments served as MP4 files")]
+struct Cli {
+    /// Data directory of the embedded defaults: catalog.db and objects/.
+    #[arg(long, env = "JITMUX_DATA_DIR", default_value = "./jitmux-data", global = true)]
+    data_dir: PathBuf,
+    /// Catalog URL (sqlite:PATH or postgres://…); default sqlite:<data-dir>/catalog.db.
+    #[arg(long, env = "JITMUX_CATALOG_URL", global = true)]
+    catalog_url: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API.
+    Serve {
+        #[arg(long, env = "JITMUX_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Import an HLS media playlist (VOD or EVENT) as a recording; prints its path in the tree.
+    Import {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        camera: String,
+        /// Wall-clock start (RFC 3339); default: #EXT-X-PROGRAM-DATE-TIME, else now.
+        #[arg(long)]
+        start: Option<String>,
+        playlist: PathBuf,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Import a bundled real camera clip for user `demo` and serve it.
+    Demo {
+        #[arg(long, env = "JITMUX_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user; prints an API token as the last line.
+    Add { name: String },
+}
+
+/// A failure with its exit code.
+struct Failure(u8, String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(1, e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn open(cli: &Cli) -> Result<(Catalog, Arc<LocalDirStore>), Failure> {
+    std::fs::create_dir_all(&cli.data_dir).map_err(|e| format!("data dir {}: {e}", cli.data_dir.display()))?;
+    let url = match &cli.catalog_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite:{}", cli.data_dir.join("catalog.db").display()),
+    };
+    let catalog = Catalog::connect(&url).await?;
+    let store = LocalDirStore::new(cli.data_dir.join("objects"))?;
+    Ok((catalog, Arc::new(store)))
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let (catalog, store) = open(&cli).await?;
+    match cli.cmd {
+        Cmd::Serve { listen } => serve(AppState::new(catalog, store), listen).await,
+        Cmd::Import { user, camera, start, playlist } => {
+            let start_ms = match start {
+                Some(s) => {
+                    Some(parse_rfc3339_ms(&s).ok_or_else(|| Failure(2, format!("--start {s:?} is not RFC 3339")))?)
+                }
+                None => None,
+            };
+            let rec =
+                import_playlist(&catalog, store.as_ref(), &user, &camera, &playlist, start_ms).await.map_err(|e| {
+                    match e {
+                        ImportError::Input(m) => Failure(EXIT_DATAERR, m),
+                        e => Failure(1, e.to_string()),
+                    }
+                })?;
+            println!("/{camera}/{}/{}.mp4", rec.day, rec.name);
+            Ok(())
+        }
+        Cmd::User { cmd: UserCmd::Add { name } } => {
+            jitmux::service::check_name(&name)
+                .map_err(|e| Failure(EXIT_DATAERR, format!("user name {name:?}: {e}")))?;
+            let (user, token) = catalog.add_user(&name).await.map_err(|e| match e {
+                jitmux::catalog::CatalogError::Conflict(m) => Failure(EXIT_DATAERR, m),
+                e => Failure(1, e.to_string()),
+            })?;
+            println!("created user {} (id {})", user.name, user.id);
+            println!("{token}");
+            Ok(())
+        }
+        Cmd::Demo { listen } => {
+            let user = match catalog.user_by_name("demo").await? {
+                Some(u) => u,
+                None => catalog.add_user("demo").await?.0,
+            };
+            let token = catalog.add_token(user.id, "demo").await?;
+            let cam = catalog.camera_get_or_create(user.id, "driveway").await?;
+            let start_ms = parse_rfc3339_ms(DEMO_START).expect("valid");
+            let (day, name) = jitmux::import::day_and_name(start_ms);
+            if catalog.recording(cam.id, &day, &name).await?.is_none() {
+                let playlist =
+                    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/sets/r02_intel_car_ts/index.m3u8"));
+                import_playlist(&catalog, store.as_ref(), "demo", "driveway", &playlist, Some(start_ms))
+                    .await
+                    .map_err(|e| Failure(1, format!("demo import: {e}")))?;
+            }
+            let url = format!("http://{listen}/v1/files/driveway/{day}/{name}.mp4");
+            println!("demo user token: {token}");
+            println!(
+                "tree:     curl -H 'Authorization: Bearer {token}' -H 'Accept: application/json' http://{listen}/v1/files/driveway/{day}/"
+            );
+            println!("download: curl -H 'Authorization: Bearer {token}' -o demo.mp4 {url}");
+            println!("play:     ffplay -headers 'Authorization: Bearer {token}' {url}");
+            serve(AppState::new(catalog, store), listen).await
+        }
+    }
+}
+
+/// Recording start of the bundled demo clip, so its path is stable.
+const DEMO_START: &str = "2026-01-15T08:30:00Z";
+
+async fn serve(state: AppState, listen: SocketAddr) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

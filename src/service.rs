@@ -1,0 +1,300 @@
+//! The HTTP service: each user's virtual file tree under `/v1/files/`, and every recording in it
+//! as a progressive MP4 computed just in time.
+//!
+//! ```text
+//! GET /v1/files/                              cameras          (JSON with Accept: application/json, else HTML)
+//! GET /v1/files/{camera}/                     days
+//! GET /v1/files/{camera}/{YYYY-MM-DD}/        recordings, as NAME.mp4
+//! GET|HEAD /v1/files/{camera}/{day}/{NAME}.mp4   the MP4 (RFC 9110 ranges and conditionals via http-serve)
+//! ```
+//! Every request carries `Authorization: Bearer TOKEN` and sees only its user's tree. Errors
+//! are a status with a one-line `text/plain` reason.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::catalog::{Catalog, DirSummary, Recording, User};
+use crate::format::mp4::FORMAT_VERSION;
+use crate::store::ObjectStore;
+use crate::vfile::{LayoutCache, Mp4File};
+
+/// Shared state of the service; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub catalog: Catalog,
+    pub store: Arc<dyn ObjectStore>,
+    pub layouts: Arc<LayoutCache>,
+}
+
+impl AppState {
+    pub fn new(catalog: Catalog, store: Arc<dyn ObjectStore>) -> Self {
+        AppState { catalog, store, layouts: Arc::new(LayoutCache::new(NonZeroUsize::new(16).unwrap())) }
+    }
+}
+
+/// An error answered as a status and a one-line reason.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub reason: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError { status, reason: reason.into() }
+    }
+    fn not_found() -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "no such file or directory")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, format!("{}\n", self.reason)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"jitmux\""));
+        }
+        r
+    }
+}
+
+impl From<crate::catalog::CatalogError> for ApiError {
+    fn from(e: crate::catalog::CatalogError) -> Self {
+        tracing::error!("{e}");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "catalog unavailable")
+    }
+}
+
+/// The router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/files", get(files))
+        .route("/v1/files/", get(files))
+        .route("/v1/files/{*path}", get(files))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// Checks a name used as one path segment of the tree (camera): 1–64 bytes of
+/// `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters");
+    }
+    if name.starts_with('.') {
+        return Err("must not start with a dot");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err("may contain only letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer token"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Authorization must be 'Bearer TOKEN'"))?;
+    state.catalog.user_by_token(token).await?.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))
+}
+
+/// Splits the raw (still percent-encoded) path after `/v1/files` into decoded segments.
+/// Rejects `.`/`..` segments, encoded slashes or backslashes, NUL and invalid UTF-8: the tree is
+/// virtual, so these can never name a file, and refusing them outright keeps traversal tricks
+/// from ever reaching a lookup.
+fn split_path(raw: &str) -> Result<(Vec<String>, bool), ApiError> {
+    let rest = raw.strip_prefix("/v1/files").unwrap_or(raw);
+    let trailing_slash = rest.ends_with('/') || rest.is_empty();
+    let mut out = Vec::new();
+    for seg in rest.split('/').filter(|s| !s.is_empty()) {
+        let dec = percent_encoding::percent_decode_str(seg)
+            .decode_utf8()
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "path is not valid UTF-8"))?;
+        if dec == "." || dec == ".." || dec.contains(['/', '\\', '\0']) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "path segments may not be '.', '..' or contain slashes",
+            ));
+        }
+        out.push(dec.into_owned());
+    }
+    Ok((out, trailing_slash))
+}
+
+async fn files(State(state): State<AppState>, req: Request) -> Response {
+    match files_inner(&state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    // Only the head matters; dropping the body keeps the future Send across awaits.
+    let req = http::Request::from_parts(req.into_parts().0, ());
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD"));
+    }
+    let user = authenticate(state, req.headers()).await?;
+    let (segs, _) = split_path(req.uri().path())?;
+    let json =
+        req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
+    let cat = &state.catalog;
+    match segs.as_slice() {
+        [] => {
+            let cams = cat.list_cameras(user.id).await?;
+            Ok(listing("/", json, cams.into_iter().map(|c| Entry::dir(c)).collect()))
+        }
+        [camera] => {
+            let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
+            let days = cat.list_days(cam.id).await?;
+            Ok(listing(&format!("/{camera}/"), json, days.into_iter().map(|d| Entry::dir(d)).collect()))
+        }
+        [camera, day] => {
+            let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
+            let recs = cat.list_recordings(cam.id, day).await?;
+            if recs.is_empty() {
+                return Err(ApiError::not_found());
+            }
+            Ok(listing(&format!("/{camera}/{day}/"), json, recs.iter().map(Entry::file).collect()))
+        }
+        [camera, day, file] => {
+            let name = file.strip_suffix(".mp4").ok_or_else(ApiError::not_found)?;
+            let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
+            let rec = cat.recording(cam.id, day, name).await?.ok_or_else(ApiError::not_found)?;
+            serve_mp4(state, rec, &req).await
+        }
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+async fn serve_mp4(state: &AppState, mut rec: Recording, req: &http::Request<()>) -> Result<Response, ApiError> {
+    if rec.format_version != FORMAT_VERSION as i64 {
+        // Laid out by an older version of this code: recompute size and ETag once.
+        let loaded = state.layouts.get_or_build(&state.catalog, &rec).await.map_err(internal)?;
+        rec.etag = loaded.etag.clone();
+        rec.len_bytes = loaded.layout.len_bytes as i64;
+        rec.format_version = FORMAT_VERSION as i64;
+        state.catalog.set_layout(rec.id, rec.len_bytes, &rec.etag, rec.format_version).await?;
+    }
+    let entity = Mp4File::new(state.clone(), rec);
+    let resp = http_serve::serve(entity, req);
+    Ok(resp.map(Body::new))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("{e}");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "recording cannot be laid out")
+}
+
+/// A directory entry of a listing.
+#[derive(Debug, serde::Serialize)]
+struct Entry {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// Bytes: the file's length, or the sum of the files under a directory.
+    size: i64,
+    /// RFC 3339.
+    modified: String,
+    duration_s: f64,
+}
+
+impl Entry {
+    fn dir(d: DirSummary) -> Entry {
+        Entry {
+            name: d.name,
+            kind: "dir",
+            size: d.len_bytes,
+            modified: rfc3339(d.updated_ms),
+            duration_s: d.duration_ms as f64 / 1000.0,
+        }
+    }
+    fn file(r: &Recording) -> Entry {
+        Entry {
+            name: format!("{}.mp4", r.name),
+            kind: "file",
+            size: r.len_bytes,
+            modified: rfc3339(r.updated_ms),
+            duration_s: r.duration_ms as f64 / 1000.0,
+        }
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn listing(path: &str, json: bool, entries: Vec<Entry>) -> Response {
+    if json {
+        let body = serde_json::json!({ "path": path, "entries": entries });
+        return axum::Json(body).into_response();
+    }
+    let mut html = format!(
+        "<!doctype html><meta charset=utf-8><title>{p}</title><h1>{p}</h1><table>\
+         <tr><th>name</th><th>size</th><th>duration</th><th>modified</th></tr>",
+        p = esc(path)
+    );
+    if path != "/" {
+        html.push_str("<tr><td><a href=\"../\">../</a></td></tr>");
+    }
+    for e in &entries {
+        let href = percent_encoding::utf8_percent_encode(&e.name, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let slash = if e.kind == "dir" { "/" } else { "" };
+        html.push_str(&format!(
+            "<tr><td><a href=\"{href}{slash}\">{n}{slash}</a></td><td>{}</td><td>{:.1} s</td><td>{}</td></tr>",
+            e.size,
+            e.duration_s,
+            e.modified,
+            n = esc(&e.name)
+        ));
+    }
+    html.push_str("</table>\n");
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_path_rejects_traversal() {
+        assert_eq!(split_path("/v1/files/cam/2026-01-01/a.mp4").unwrap().0, vec!["cam", "2026-01-01", "a.mp4"]);
+        assert_eq!(split_path("/v1/files/").unwrap().0, Vec::<String>::new());
+        for bad in [
+            "/v1/files/..",
+            "/v1/files/cam/%2e%2e/x",
+            "/v1/files/a%2Fb",
+            "/v1/files/a%5cb",
+            "/v1/files/a%00",
+            "/v1/files/%ff",
+        ] {
+            assert!(split_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("front-door_1.cam").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", "..", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}

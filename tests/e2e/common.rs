@@ -1,0 +1,151 @@
+//! Shared helpers: run the real `jitmux` binary on a temporary data dir, start servers, make
+//! HTTP requests.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_jitmux");
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(set: &str) -> PathBuf {
+    root().join("fixtures/sets").join(set)
+}
+
+/// A data dir with a user whose token is known.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub token: String,
+}
+
+/// Output of one CLI run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Env {
+    pub fn new(user: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = Env { dir, token: String::new() };
+        env.token = env.add_user(user);
+        env
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let out =
+            Command::new(BIN).arg("--data-dir").arg(self.data()).args(args).env("RUST_LOG", "warn").output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn add_user(&self, name: &str) -> String {
+        let r = self.cli(&["user", "add", name]);
+        assert_eq!(r.code, 0, "user add: {}", r.stderr);
+        r.stdout.lines().last().unwrap().trim().to_string()
+    }
+
+    /// Imports a playlist; returns the tree path printed on the last line.
+    pub fn import(&self, user: &str, camera: &str, playlist: &Path) -> String {
+        let r = self.cli(&[
+            "import",
+            "--user",
+            user,
+            "--camera",
+            camera,
+            "--start",
+            "2026-03-01T10:00:00Z",
+            playlist.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "import {}: {}", playlist.display(), r.stderr);
+        r.stdout.lines().last().unwrap().trim().to_string()
+    }
+
+    pub fn serve(&self) -> Server {
+        Server::start(self.data())
+    }
+}
+
+/// A running `jitmux serve`; killed on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(data: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let base = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
+        Server { child, base }
+    }
+
+    pub fn url(&self, tree_path: &str) -> String {
+        format!("{}/v1/files{}", self.base, tree_path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response: status, headers (lower-case names), body.
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let mut req = agent.request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .iter()
+        .map(|n| (n.to_lowercase(), resp.header(n).unwrap_or_default().to_string()))
+        .collect();
+    let mut body = Vec::new();
+    resp.into_reader().read_to_end(&mut body).unwrap();
+    Resp { status, headers, body }
+}
+
+pub fn get(url: &str, token: &str) -> Resp {
+    request("GET", url, &[("Authorization", &format!("Bearer {token}"))])
+}
