@@ -499,7 +499,14 @@ fn edits(tracks: &[TrackBuild]) -> Vec<Edit> {
         .zip(&start_ns)
         .map(|(t, &s)| {
             let media_time = (t.min_pts - t.first_dts).max(0);
-            let media_dur = t.media_dur() as i64 - media_time;
+            // Presentation span: from the first presented instant to the end of the last
+            // presented sample (PTS order), not the decode span.
+            let (mut dts, mut end) = (t.first_dts, i64::MIN);
+            for s in &t.samples {
+                end = end.max(dts + s.cts as i64 + s.dur as i64);
+                dts += s.dur as i64;
+            }
+            let media_dur = end - t.first_dts.max(t.min_pts);
             Edit {
                 empty: from_ns(s - movie_start, MOVIE_TIMESCALE).max(0) as u64,
                 media_time,
