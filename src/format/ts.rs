@@ -1190,23 +1190,4 @@ mod tests {
             idx.tracks.iter().map(|t| t.samples.len()).collect::<Vec<_>>()
         );
     }
-
-    #[test]
-    fn transmux_throughput() {
-        let data = read("r04_iphone12_hevc_dv84_rot_ts", "seg_00000.ts");
-        let idx = index_segment(&data).unwrap();
-        let mut out = Vec::with_capacity(data.len());
-        let t0 = std::time::Instant::now();
-        let mut bytes = 0;
-        for _ in 0..20 {
-            for t in &idx.tracks {
-                let c = &t.chunks[0];
-                out.clear();
-                transmux_chunk(t, c, &data[c.src_start as usize..c.src_end as usize], &mut out).unwrap();
-                bytes += c.src_end - c.src_start;
-            }
-        }
-        let s = t0.elapsed().as_secs_f64();
-        eprintln!("transmux: {:.0} MB/s of source", bytes as f64 / s / 1e6);
-    }
 }

@@ -149,3 +149,16 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
 pub fn get(url: &str, token: &str) -> Resp {
     request("GET", url, &[("Authorization", &format!("Bearer {token}"))])
 }
+
+/// Sends `GET raw_path` exactly as given (no client-side normalisation of `..` or `%2F`) and
+/// returns the status code.
+pub fn raw_get_status(base: &str, raw_path: &str, token: &str) -> u16 {
+    use std::io::Write;
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {raw_path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}

@@ -45,8 +45,13 @@ fn fixture_sets_validate_against_their_source() {
     let server = env.serve();
     let mut failed = Vec::new();
     for (set, playlist, path) in paths {
+        // ffmpeg 5.1's HLS demuxer mis-times the first ADTS frames of an audio-only MPEG-TS
+        // playlist (frames 0 and 1 both at 1.4 s, a 42.7 ms catch-up at frame 17); reading the
+        // same segments with the TS demuxer directly ("sections") gives the true timestamps.
+        let mode = if *set == "s11_aac_only_ts_2s" { "sections" } else { "auto" };
         let out = Command::new("python3")
             .arg(root().join("tests/tools/validate.py"))
+            .args(["--source-mode", mode])
             .args(["--source", fixture(set).join(playlist).to_str().unwrap()])
             .args(["--target", &server.url(&path)])
             .args(["--header", &format!("Authorization: Bearer {}", env.token)])
