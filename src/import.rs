@@ -38,7 +38,6 @@ fn input(msg: impl Into<String>) -> ImportError {
 
 /// A segment read and indexed, not yet stored.
 struct Parsed {
-    name: String,
     path: PathBuf,
     sha256: String,
     len_bytes: u64,
@@ -136,7 +135,6 @@ pub async fn import_playlist(
             return Err(input(format!("segment {}: no audio or video samples", seg.uri)));
         }
         parsed.push(Parsed {
-            name: seg.uri.clone(),
             path,
             sha256: sha256_hex(&data),
             len_bytes: data.len() as u64,
@@ -216,7 +214,6 @@ pub async fn import_playlist(
             let _ = store.delete(key).await;
         }
     }
-    let _ = parsed.iter().map(|p| &p.name).count();
     result
 }
 

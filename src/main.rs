@@ -61,6 +61,13 @@ enum Cmd {
 enum UserCmd {
     /// Create a user; prints an API token as the last line.
     Add { name: String },
+    /// Add another API token for an existing user; prints it as the last line.
+    AddToken {
+        name: String,
+        /// A label for the token.
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
 }
 
 /// A failure with its exit code.
@@ -129,6 +136,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             })?;
             println!("created user {} (id {})", user.name, user.id);
             println!("{token}");
+            Ok(())
+        }
+        Cmd::User { cmd: UserCmd::AddToken { name, label } } => {
+            let user = catalog
+                .user_by_name(&name)
+                .await?
+                .ok_or_else(|| Failure(EXIT_DATAERR, format!("unknown user {name:?}")))?;
+            println!("{}", catalog.add_token(user.id, &label).await?);
             Ok(())
         }
         Cmd::Demo { listen } => {

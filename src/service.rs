@@ -154,12 +154,12 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     match segs.as_slice() {
         [] => {
             let cams = cat.list_cameras(user.id).await?;
-            Ok(listing("/", json, cams.into_iter().map(|c| Entry::dir(c)).collect()))
+            Ok(listing("/", json, cams.into_iter().map(Entry::dir).collect()))
         }
         [camera] => {
             let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
             let days = cat.list_days(cam.id).await?;
-            Ok(listing(&format!("/{camera}/"), json, days.into_iter().map(|d| Entry::dir(d)).collect()))
+            Ok(listing(&format!("/{camera}/"), json, days.into_iter().map(Entry::dir).collect()))
         }
         [camera, day] => {
             let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;

@@ -67,14 +67,25 @@ impl LayoutCache {
         if let Some(l) = self.layouts.lock().unwrap().get(&key) {
             return Ok(l.clone());
         }
+        let t0 = std::time::Instant::now();
         let segs = catalog.segments(rec.id).await?;
+        let t_fetch = t0.elapsed();
         let loaded = tokio::task::spawn_blocking(move || -> Result<LoadedRecording, BoxError> {
+            let t1 = std::time::Instant::now();
             let mut inputs = Vec::with_capacity(segs.len());
             for s in &segs {
                 let index = SegmentIndex::decode(&s.sample_index).map_err(|e| format!("segment {}: {e}", s.seq))?;
                 inputs.push(SegmentInput { index: Arc::new(index), join_before: s.join_before });
             }
+            let t_decode = t1.elapsed();
             let layout = Layout::build(&inputs)?;
+            tracing::debug!(
+                segments = segs.len(),
+                fetch_ms = t_fetch.as_secs_f64() * 1e3,
+                decode_ms = t_decode.as_secs_f64() * 1e3,
+                build_ms = (t1.elapsed() - t_decode).as_secs_f64() * 1e3,
+                "layout built"
+            );
             let etag = crate::import::full_file_etag(
                 segs.iter().map(|s| (s.sha256.as_str(), s.sample_index.as_slice(), s.join_before)),
             );
@@ -179,7 +190,9 @@ async fn produce(state: &AppState, rec: &Recording, range: Range<u64>, tx: &Tx) 
     Ok(())
 }
 
-/// The transmuxed bytes of one MPEG-TS chunk, from the LRU or read and transmuxed now.
+/// The transmuxed bytes of one MPEG-TS chunk, from the LRU or made now. On a miss, every chunk
+/// of the segment is transmuxed from one read of the stored segment (the output visits a
+/// segment's chunks one after another, so the others are needed next).
 async fn ts_chunk(
     state: &AppState,
     key: &str,
@@ -191,20 +204,31 @@ async fn ts_chunk(
     if let Some(b) = state.layouts.ts_chunks.lock().unwrap().get(&ck) {
         return Ok(b.clone());
     }
-    let t = &seg.tracks[track as usize];
-    let ch = t.chunks[chunk as usize];
-    let src = state.store.get_range(key, ch.src_start..ch.src_end).await?;
+    let chunks = || seg.tracks.iter().flat_map(|t| t.chunks.iter());
+    let lo = chunks().map(|c| c.src_start).min().expect("segment has chunks");
+    let hi = chunks().map(|c| c.src_end).max().expect("segment has chunks");
+    let src = state.store.get_range(key, lo..hi).await?;
     let seg = seg.clone();
-    let out = tokio::task::spawn_blocking(move || -> Result<Bytes, BoxError> {
-        let t = &seg.tracks[track as usize];
-        let mut out = Vec::with_capacity(ch.len_bytes as usize);
-        crate::format::ts::transmux_chunk(t, &ch, &src, &mut out)?;
-        if out.len() as u64 != ch.len_bytes {
-            return Err(format!("transmuxed chunk is {} bytes, index says {}", out.len(), ch.len_bytes).into());
+    let made = tokio::task::spawn_blocking(move || -> Result<Vec<(u8, u32, Bytes)>, BoxError> {
+        let mut made = Vec::new();
+        for (ti, t) in seg.tracks.iter().enumerate() {
+            for (ci, c) in t.chunks.iter().enumerate() {
+                let mut out = Vec::with_capacity(c.len_bytes as usize);
+                let range = (c.src_start - lo) as usize..(c.src_end - lo) as usize;
+                crate::format::ts::transmux_chunk(t, c, &src[range], &mut out)?;
+                made.push((ti as u8, ci as u32, Bytes::from(out)));
+            }
         }
-        Ok(Bytes::from(out))
+        Ok(made)
     })
     .await??;
-    state.layouts.ts_chunks.lock().unwrap().put(ck, out.clone());
-    Ok(out)
+    let mut cache = state.layouts.ts_chunks.lock().unwrap();
+    let mut wanted = None;
+    for (ti, ci, bytes) in made {
+        if (ti, ci) == (track, chunk) {
+            wanted = Some(bytes.clone());
+        }
+        cache.put((key.to_string(), ti, ci), bytes);
+    }
+    Ok(wanted.expect("requested chunk is in its segment"))
 }

@@ -54,18 +54,16 @@ impl<'a> Iterator for NalUnits<'a> {
     }
 }
 
-/// Position of the first byte of the next `00 00 01` at or after `from`.
+/// Position of the first byte of the next `00 00 01` at or after `from`. Scans for the `01`
+/// byte with `memchr` (SIMD) and checks the two bytes before it.
 fn find_start_code(b: &[u8], from: usize) -> Option<usize> {
     let mut i = from + 2;
     while i < b.len() {
-        let c = b[i];
-        if c > 1 {
-            i += 3;
-        } else if c == 1 && b[i - 1] == 0 && b[i - 2] == 0 {
-            return Some(i - 2);
-        } else {
-            i += 1;
+        let j = i + memchr::memchr(1, &b[i..])?;
+        if b[j - 1] == 0 && b[j - 2] == 0 {
+            return Some(j - 2);
         }
+        i = j + 1;
     }
     None
 }

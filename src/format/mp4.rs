@@ -889,7 +889,7 @@ mod tests {
         let p = h.windows(4).position(|w| w == b"co64").unwrap();
         let n = u32::from_be_bytes(h[p + 8..p + 12].try_into().unwrap()) as usize;
         let last = u64::from_be_bytes(h[p + 12 + (n - 1) * 8..p + 20 + (n - 1) * 8].try_into().unwrap());
-        let expect = l.chunks.iter().filter(|c| c.track == 0).last().unwrap().out_start;
+        let expect = l.chunks.iter().rfind(|c| c.track == 0).unwrap().out_start;
         assert_eq!(last, expect);
         assert!(last > 1 << 32);
     }
