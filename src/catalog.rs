@@ -52,6 +52,9 @@ pub struct Recording {
     pub duration_ms: i64,
     /// Size of the full MP4 as laid out by `format_version`.
     pub len_bytes: i64,
+    /// Length of its head (`ftyp` + `moov` + `mdat` header), stored as the object
+    /// [`crate::vfile::head_key`] so that a first request needs no layout.
+    pub head_len_bytes: i64,
     /// Strong ETag value (without quotes) of the full MP4.
     pub etag: String,
     /// [`crate::format::mp4::FORMAT_VERSION`] that `len_bytes` and `etag` were computed with.
@@ -89,6 +92,7 @@ pub struct NewRecording {
     pub start_ms: i64,
     pub duration_ms: i64,
     pub len_bytes: i64,
+    pub head_len_bytes: i64,
     pub etag: String,
     pub format_version: i64,
     pub updated_ms: i64,
@@ -257,8 +261,8 @@ impl Catalog {
             .find(|n| !taken.contains(n))
             .expect("unbounded");
         let id: i64 = sqlx::query(
-            "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, etag, \
-             format_version, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
+             etag, format_version, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(r.camera_id)
         .bind(&r.day)
@@ -266,6 +270,7 @@ impl Catalog {
         .bind(r.start_ms)
         .bind(r.duration_ms)
         .bind(r.len_bytes)
+        .bind(r.head_len_bytes)
         .bind(&r.etag)
         .bind(r.format_version)
         .bind(r.updated_ms)
@@ -298,6 +303,7 @@ impl Catalog {
             start_ms: r.start_ms,
             duration_ms: r.duration_ms,
             len_bytes: r.len_bytes,
+            head_len_bytes: r.head_len_bytes,
             etag: r.etag.clone(),
             format_version: r.format_version,
             updated_ms: r.updated_ms,
@@ -376,20 +382,30 @@ impl Catalog {
     }
 
     /// Records a recomputed layout (after a format version change).
-    pub async fn set_layout(&self, recording_id: i64, len_bytes: i64, etag: &str, format_version: i64) -> Result<()> {
-        sqlx::query("UPDATE recordings SET len_bytes = $1, etag = $2, format_version = $3 WHERE id = $4")
-            .bind(len_bytes)
-            .bind(etag)
-            .bind(format_version)
-            .bind(recording_id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_layout(
+        &self,
+        recording_id: i64,
+        len_bytes: i64,
+        head_len_bytes: i64,
+        etag: &str,
+        format_version: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE recordings SET len_bytes = $1, head_len_bytes = $2, etag = $3, format_version = $4 WHERE id = $5",
+        )
+        .bind(len_bytes)
+        .bind(head_len_bytes)
+        .bind(etag)
+        .bind(format_version)
+        .bind(recording_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }
 
-const REC_SELECT: &str = "SELECT id, camera_id, day, name, start_ms, duration_ms, len_bytes, etag, \
-                          format_version, updated_ms FROM recordings";
+const REC_SELECT: &str = "SELECT id, camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
+                          etag, format_version, updated_ms FROM recordings";
 
 fn recording(r: &sqlx::any::AnyRow) -> Recording {
     Recording {
@@ -400,9 +416,10 @@ fn recording(r: &sqlx::any::AnyRow) -> Recording {
         start_ms: r.get(4),
         duration_ms: r.get(5),
         len_bytes: r.get(6),
-        etag: r.get(7),
-        format_version: r.get(8),
-        updated_ms: r.get(9),
+        head_len_bytes: r.get(7),
+        etag: r.get(8),
+        format_version: r.get(9),
+        updated_ms: r.get(10),
     }
 }
 

@@ -172,6 +172,11 @@ pub async fn import_playlist(
         }
         objects.sort();
         objects.dedup();
+        let head_key = crate::vfile::head_key(user.id, &etag);
+        if store.head(&head_key).await?.is_none() {
+            store.put(&head_key, Bytes::copy_from_slice(&layout.head)).await?;
+            written.push(head_key);
+        }
         for (key, path) in objects {
             if store.head(&key).await?.is_some() {
                 continue;
@@ -188,7 +193,8 @@ pub async fn import_playlist(
             start_ms,
             duration_ms: (layout.duration_s() * 1000.0).round() as i64,
             len_bytes: layout.len_bytes as i64,
-            etag,
+            head_len_bytes: layout.head.len() as i64,
+            etag: etag.clone(),
             format_version: FORMAT_VERSION as i64,
             updated_ms: now_ms(),
             segments: parsed

@@ -173,22 +173,30 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
             let name = file.strip_suffix(".mp4").ok_or_else(ApiError::not_found)?;
             let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
             let rec = cat.recording(cam.id, day, name).await?.ok_or_else(ApiError::not_found)?;
-            serve_mp4(state, rec, &req).await
+            serve_mp4(state, &user, rec, &req).await
         }
         _ => Err(ApiError::not_found()),
     }
 }
 
-async fn serve_mp4(state: &AppState, mut rec: Recording, req: &http::Request<()>) -> Result<Response, ApiError> {
+async fn serve_mp4(
+    state: &AppState,
+    user: &User,
+    mut rec: Recording,
+    req: &http::Request<()>,
+) -> Result<Response, ApiError> {
     if rec.format_version != FORMAT_VERSION as i64 {
-        // Laid out by an older version of this code: recompute size and ETag once.
+        // Laid out by an older version of this code: recompute size, head and ETag once.
         let loaded = state.layouts.get_or_build(&state.catalog, &rec).await.map_err(internal)?;
         rec.etag = loaded.etag.clone();
         rec.len_bytes = loaded.layout.len_bytes as i64;
+        rec.head_len_bytes = loaded.head.len() as i64;
         rec.format_version = FORMAT_VERSION as i64;
-        state.catalog.set_layout(rec.id, rec.len_bytes, &rec.etag, rec.format_version).await?;
+        let key = crate::vfile::head_key(user.id, &rec.etag);
+        state.store.put(&key, loaded.head.clone()).await.map_err(internal)?;
+        state.catalog.set_layout(rec.id, rec.len_bytes, rec.head_len_bytes, &rec.etag, rec.format_version).await?;
     }
-    let entity = Mp4File::new(state.clone(), rec);
+    let entity = Mp4File::new(state.clone(), user.id, rec);
     let resp = http_serve::serve(entity, req);
     Ok(resp.map(Body::new))
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue};
 use lru::LruCache;
 
@@ -48,16 +48,23 @@ pub struct LoadedRecording {
 /// Recently used layouts by recording (bounded LRU), plus transmuxed MPEG-TS chunks.
 pub struct LayoutCache {
     layouts: Mutex<LruCache<(i64, i64), Arc<LoadedRecording>>>,
-    ts_chunks: Mutex<LruCache<(String, u8, u32), Bytes>>,
+    /// Transmuxed MPEG-TS segments by object key: `[track][chunk]` bytes, made once even when
+    /// several requests (or a request's look-ahead) want them at the same time.
+    ts_segments: Mutex<LruCache<String, Arc<tokio::sync::OnceCell<TsChunks>>>>,
 }
 
 impl LayoutCache {
-    /// A cache holding up to `n` layouts and 32 transmuxed chunks.
+    /// A cache holding up to `n` layouts and 16 transmuxed MPEG-TS segments.
     pub fn new(n: NonZeroUsize) -> Self {
         LayoutCache {
             layouts: Mutex::new(LruCache::new(n)),
-            ts_chunks: Mutex::new(LruCache::new(NonZeroUsize::new(32).unwrap())),
+            ts_segments: Mutex::new(LruCache::new(NonZeroUsize::new(16).unwrap())),
         }
+    }
+
+    /// Whether the layout of `rec` is cached.
+    pub fn contains(&self, rec: &Recording) -> bool {
+        self.layouts.lock().unwrap().contains(&(rec.id, rec.updated_ms))
     }
 
     /// The layout of `rec`, from the cache or built from the catalog's sample indexes (reads no
@@ -103,15 +110,23 @@ impl LayoutCache {
     }
 }
 
+/// Object key of the stored head (`ftyp` + `moov` + `mdat` header) of a full MP4 whose ETag
+/// value is `etag`. Written at import; lets the first bytes of a file, which every player asks
+/// for first, be served without building the layout (constant time, whatever the length).
+pub fn head_key(user_id: i64, etag: &str) -> String {
+    format!("users/{user_id}/heads/{etag}.mp4")
+}
+
 /// One recording served as a full MP4.
 pub struct Mp4File {
     state: AppState,
+    user_id: i64,
     rec: Recording,
 }
 
 impl Mp4File {
-    pub fn new(state: AppState, rec: Recording) -> Self {
-        Mp4File { state, rec }
+    pub fn new(state: AppState, user_id: i64, rec: Recording) -> Self {
+        Mp4File { state, user_id, rec }
     }
 }
 
@@ -127,8 +142,9 @@ impl http_serve::Entity for Mp4File {
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_PIECES);
         let state = self.state.clone();
         let rec = self.rec.clone();
+        let user_id = self.user_id;
         tokio::spawn(async move {
-            if let Err(e) = produce(&state, &rec, range, &tx).await {
+            if let Err(e) = produce(&state, user_id, &rec, range, &tx).await {
                 tracing::warn!(recording = rec.id, "body production failed: {e}");
                 let _ = tx.send(Err(e)).await;
             }
@@ -154,45 +170,109 @@ type Tx = tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>;
 
 /// Sends the bytes `range` of the recording's MP4 into `tx`; returns early (Ok) when the
 /// receiver is gone.
-async fn produce(state: &AppState, rec: &Recording, range: Range<u64>, tx: &Tx) -> Result<(), BoxError> {
+///
+/// Bytes of the head come from the stored head object unless the layout is already cached;
+/// the layout, needed for `mdat` bytes, is built concurrently meanwhile.
+async fn produce(state: &AppState, user_id: i64, rec: &Recording, range: Range<u64>, tx: &Tx) -> Result<(), BoxError> {
+    let head_len = rec.head_len_bytes as u64;
+    let mut pos = range.start;
+    if pos < head_len && !state.layouts.contains(rec) {
+        let build = (range.end > head_len).then(|| {
+            let (state, rec) = (state.clone(), rec.clone());
+            tokio::spawn(async move { state.layouts.get_or_build(&state.catalog, &rec).await })
+        });
+        let end = range.end.min(head_len);
+        match state.store.get_range(&head_key(user_id, &rec.etag), pos..end).await {
+            Ok(head) => {
+                for off in (0..head.len()).step_by(PIECE_BYTES as usize) {
+                    let piece = head.slice(off..head.len().min(off + PIECE_BYTES as usize));
+                    if tx.send(Ok(piece)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                pos = end;
+            }
+            Err(crate::store::StoreError::NotFound(_)) => {} // served from the layout below
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(build) = build {
+            build.await??;
+        }
+        if pos >= range.end {
+            return Ok(());
+        }
+    }
     let loaded = state.layouts.get_or_build(&state.catalog, rec).await?;
     if loaded.layout.len_bytes != rec.len_bytes as u64 || loaded.etag != rec.etag {
         return Err(format!("recording {} changed while being served", rec.id).into());
     }
     let layout = &loaded.layout;
-    let mut pos = range.start;
+    // The pieces to send, in order; up to LOOKAHEAD of them are fetched (read, transmuxed)
+    // concurrently, so the next chunk is being made while the current one is written.
+    let mut pieces = Vec::new();
     while pos < range.end {
-        let piece = if pos < loaded.head.len() as u64 {
-            loaded.head.slice(pos as usize..range.end.min(loaded.head.len() as u64) as usize)
-        } else {
-            let c = layout.chunks[layout.chunk_at(pos)];
-            let seg = &layout.segments[c.segment as usize];
-            let chunk = seg.tracks[c.track as usize].chunks[c.chunk as usize];
-            let key = &loaded.object_keys[c.segment as usize];
-            let off = pos - c.out_start;
-            let n = (range.end - pos).min(c.len_bytes - off).min(PIECE_BYTES);
-            match seg.container {
-                Container::Fmp4 => {
-                    let start = chunk.src_start + off;
-                    state.store.get_range(key, start..start + n).await?
-                }
-                Container::Ts => {
-                    let bytes = ts_chunk(state, key, seg, c.track, c.chunk).await?;
-                    bytes.slice(off as usize..(off + n) as usize)
-                }
-            }
-        };
-        pos += piece.len() as u64;
-        if tx.send(Ok(piece)).await.is_err() {
+        if pos < loaded.head.len() as u64 {
+            let end = range.end.min(loaded.head.len() as u64);
+            pieces.push(Piece::Head(pos..end));
+            pos = end;
+            continue;
+        }
+        let ci = layout.chunk_at(pos);
+        let c = layout.chunks[ci];
+        let off = pos - c.out_start;
+        let n = (range.end - pos).min(c.len_bytes - off).min(PIECE_BYTES);
+        pieces.push(Piece::Chunk { ci, off, n });
+        pos += n;
+    }
+    let mut stream = futures::stream::iter(pieces).map(|p| fetch_piece(state, &loaded, p)).buffered(LOOKAHEAD);
+    while let Some(piece) = stream.next().await {
+        if tx.send(Ok(piece?)).await.is_err() {
             return Ok(());
         }
     }
     Ok(())
 }
 
-/// The transmuxed bytes of one MPEG-TS chunk, from the LRU or made now. On a miss, every chunk
-/// of the segment is transmuxed from one read of the stored segment (the output visits a
-/// segment's chunks one after another, so the others are needed next).
+/// Pieces fetched concurrently ahead of the one being sent.
+const LOOKAHEAD: usize = 3;
+
+/// A part of the response body.
+enum Piece {
+    Head(Range<u64>),
+    /// `n` bytes at offset `off` of output chunk `ci`.
+    Chunk {
+        ci: usize,
+        off: u64,
+        n: u64,
+    },
+}
+
+async fn fetch_piece(state: &AppState, loaded: &LoadedRecording, piece: Piece) -> Result<Bytes, BoxError> {
+    let (ci, off, n) = match piece {
+        Piece::Head(r) => return Ok(loaded.head.slice(r.start as usize..r.end as usize)),
+        Piece::Chunk { ci, off, n } => (ci, off, n),
+    };
+    let c = loaded.layout.chunks[ci];
+    let seg = &loaded.layout.segments[c.segment as usize];
+    let key = &loaded.object_keys[c.segment as usize];
+    match seg.container {
+        Container::Fmp4 => {
+            let start = seg.tracks[c.track as usize].chunks[c.chunk as usize].src_start + off;
+            Ok(state.store.get_range(key, start..start + n).await?)
+        }
+        Container::Ts => {
+            let bytes = ts_chunk(state, key, seg, c.track, c.chunk).await?;
+            Ok(bytes.slice(off as usize..(off + n) as usize))
+        }
+    }
+}
+
+/// Transmuxed chunks of one MPEG-TS segment, `[track][chunk]`.
+type TsChunks = Arc<Vec<Vec<Bytes>>>;
+
+/// The transmuxed bytes of one MPEG-TS chunk. On a miss, every chunk of the segment is
+/// transmuxed from one read of the stored segment (the output visits a segment's chunks one
+/// after another, so the others are needed next); concurrent callers share that work.
 async fn ts_chunk(
     state: &AppState,
     key: &str,
@@ -200,35 +280,29 @@ async fn ts_chunk(
     track: u8,
     chunk: u32,
 ) -> Result<Bytes, BoxError> {
-    let ck = (key.to_string(), track, chunk);
-    if let Some(b) = state.layouts.ts_chunks.lock().unwrap().get(&ck) {
-        return Ok(b.clone());
-    }
+    let cell = state.layouts.ts_segments.lock().unwrap().get_or_insert(key.to_string(), Default::default).clone();
+    let chunks = cell.get_or_try_init(|| transmux_segment(state, key, seg.clone())).await?;
+    Ok(chunks[track as usize][chunk as usize].clone())
+}
+
+async fn transmux_segment(state: &AppState, key: &str, seg: Arc<SegmentIndex>) -> Result<TsChunks, BoxError> {
     let chunks = || seg.tracks.iter().flat_map(|t| t.chunks.iter());
     let lo = chunks().map(|c| c.src_start).min().expect("segment has chunks");
     let hi = chunks().map(|c| c.src_end).max().expect("segment has chunks");
     let src = state.store.get_range(key, lo..hi).await?;
-    let seg = seg.clone();
-    let made = tokio::task::spawn_blocking(move || -> Result<Vec<(u8, u32, Bytes)>, BoxError> {
-        let mut made = Vec::new();
-        for (ti, t) in seg.tracks.iter().enumerate() {
-            for (ci, c) in t.chunks.iter().enumerate() {
+    tokio::task::spawn_blocking(move || -> Result<TsChunks, BoxError> {
+        let mut made = Vec::with_capacity(seg.tracks.len());
+        for t in &seg.tracks {
+            let mut per_track = Vec::with_capacity(t.chunks.len());
+            for c in &t.chunks {
                 let mut out = Vec::with_capacity(c.len_bytes as usize);
                 let range = (c.src_start - lo) as usize..(c.src_end - lo) as usize;
                 crate::format::ts::transmux_chunk(t, c, &src[range], &mut out)?;
-                made.push((ti as u8, ci as u32, Bytes::from(out)));
+                per_track.push(Bytes::from(out));
             }
+            made.push(per_track);
         }
-        Ok(made)
+        Ok(Arc::new(made))
     })
-    .await??;
-    let mut cache = state.layouts.ts_chunks.lock().unwrap();
-    let mut wanted = None;
-    for (ti, ci, bytes) in made {
-        if (ti, ci) == (track, chunk) {
-            wanted = Some(bytes.clone());
-        }
-        cache.put((key.to_string(), ti, ci), bytes);
-    }
-    Ok(wanted.expect("requested chunk is in its segment"))
+    .await?
 }

@@ -37,6 +37,7 @@ async fn exercise(cat: &Catalog) {
         start_ms: 1_772_359_200_000,
         duration_ms: 4000,
         len_bytes: 123_456,
+        head_len_bytes: 4096,
         etag: "v1-x".into(),
         format_version: 1,
         updated_ms: 1_772_359_300_000,
@@ -53,9 +54,9 @@ async fn exercise(cat: &Catalog) {
     assert_eq!((days[0].name.as_str(), days[0].len_bytes, days[0].duration_ms), ("2026-03-01", 246_912, 8000));
     let cams = cat.list_cameras(user.id).await.unwrap();
     assert_eq!((cams[0].name.as_str(), cams[0].len_bytes), ("front", 246_912));
-    cat.set_layout(r1.id, 99, "v2-y", 2).await.unwrap();
+    cat.set_layout(r1.id, 99, 40, "v2-y", 2).await.unwrap();
     let r = cat.recording(cam.id, "2026-03-01", "10-00-00").await.unwrap().unwrap();
-    assert_eq!((r.len_bytes, r.etag.as_str(), r.format_version), (99, "v2-y", 2));
+    assert_eq!((r.len_bytes, r.head_len_bytes, r.etag.as_str(), r.format_version), (99, 40, "v2-y", 2));
 }
 
 fn rand_suffix() -> u64 {

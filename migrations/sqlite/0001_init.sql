@@ -33,6 +33,8 @@ CREATE TABLE recordings (
     start_ms BIGINT NOT NULL,
     duration_ms BIGINT NOT NULL,
     len_bytes BIGINT NOT NULL,
+    -- ftyp + moov + mdat header length; those bytes are also stored as an object (see vfile.rs).
+    head_len_bytes BIGINT NOT NULL,
     etag TEXT NOT NULL,
     format_version BIGINT NOT NULL,
     updated_ms BIGINT NOT NULL,
