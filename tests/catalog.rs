@@ -75,8 +75,28 @@ async fn sqlite_catalog() {
 
 #[tokio::test]
 async fn postgres_catalog() {
-    let cat = Catalog::connect(&pg_url()).await.expect("PostgreSQL at JITMUX_TEST_PG");
-    exercise(&cat).await;
+    // A fresh schema per run, so migrations start from nothing whatever the database holds.
+    use sqlx::Executor;
+    let admin = sqlx::PgPool::connect(&pg_url()).await.expect("PostgreSQL at JITMUX_TEST_PG");
+    let schema = format!("jitmux_test_{}", rand_suffix() % 1_000_000_000);
+    admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+    let sep = if pg_url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}options=-c%20search_path%3D{schema}", pg_url());
+    let result = async {
+        exercise(&Catalog::connect(&url).await.unwrap()).await;
+        exercise(&Catalog::connect(&url).await.unwrap()).await;
+    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = $1")
+        .bind(&schema)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    admin.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(tables, 6, "migrations created the five tables and _sqlx_migrations in {schema}");
 }
 
 #[tokio::test]
