@@ -196,9 +196,48 @@ async fn serve_mp4(
         state.store.put(&key, loaded.head.clone()).await.map_err(internal)?;
         state.catalog.set_layout(rec.id, rec.len_bytes, rec.head_len_bytes, &rec.etag, rec.format_version).await?;
     }
+    match stream_mode(req.uri().query())? {
+        Some(start_s) => {
+            let body = crate::vfile::stream_body(state.clone(), rec, start_s);
+            return Ok(
+                ([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+            );
+        }
+        None => {}
+    }
     let entity = Mp4File::new(state.clone(), user.id, rec);
     let resp = http_serve::serve(entity, req);
     Ok(resp.map(Body::new))
+}
+
+/// Parses `mode=stream|file` and `start=SECONDS`; `Some(start)` for the quasi-stream.
+fn stream_mode(query: Option<&str>) -> Result<Option<f64>, ApiError> {
+    let (mut stream, mut start) = (false, None);
+    for (k, v) in url_pairs(query.unwrap_or("")) {
+        match k.as_str() {
+            "mode" if v == "stream" => stream = true,
+            "mode" if v == "file" => stream = false,
+            "mode" => return Err(ApiError::new(StatusCode::BAD_REQUEST, "mode must be 'stream' or 'file'")),
+            "start" => match v.parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 0.0 => start = Some(s),
+                _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "start must be a number of seconds >= 0")),
+            },
+            _ => {}
+        }
+    }
+    match (stream, start) {
+        (true, s) => Ok(Some(s.unwrap_or(0.0))),
+        (false, Some(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "start= needs mode=stream")),
+        (false, None) => Ok(None),
+    }
+}
+
+fn url_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+        (dec(k), dec(v))
+    })
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

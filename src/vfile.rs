@@ -21,6 +21,7 @@ use http::{HeaderMap, HeaderValue};
 use lru::LruCache;
 
 use crate::catalog::{Catalog, Recording};
+use crate::format::frag;
 use crate::format::index::{Container, SegmentIndex};
 use crate::format::mp4::{Layout, SegmentInput};
 use crate::service::AppState;
@@ -206,17 +207,21 @@ async fn produce(state: &AppState, user_id: i64, rec: &Recording, range: Range<u
     if loaded.layout.len_bytes != rec.len_bytes as u64 || loaded.etag != rec.etag {
         return Err(format!("recording {} changed while being served", rec.id).into());
     }
-    let layout = &loaded.layout;
-    // The pieces to send, in order; up to LOOKAHEAD of them are fetched (read, transmuxed)
-    // concurrently, so the next chunk is being made while the current one is written.
     let mut pieces = Vec::new();
+    if pos < loaded.head.len() as u64 {
+        let end = range.end.min(loaded.head.len() as u64);
+        pieces.push(Piece::Static(loaded.head.slice(pos as usize..end as usize)));
+        pos = end;
+    }
+    file_pieces(&loaded.layout, pos..range.end, &mut pieces);
+    send_pieces(state, &loaded, futures::stream::iter(pieces), tx).await
+}
+
+/// Appends the pieces of `range` (inside the `mdat` payload) of the full file: at most
+/// [`PIECE_BYTES`] each, never crossing a chunk.
+fn file_pieces(layout: &Layout, range: Range<u64>, pieces: &mut Vec<Piece>) {
+    let mut pos = range.start;
     while pos < range.end {
-        if pos < loaded.head.len() as u64 {
-            let end = range.end.min(loaded.head.len() as u64);
-            pieces.push(Piece::Head(pos..end));
-            pos = end;
-            continue;
-        }
         let ci = layout.chunk_at(pos);
         let c = layout.chunks[ci];
         let off = pos - c.out_start;
@@ -224,7 +229,18 @@ async fn produce(state: &AppState, user_id: i64, rec: &Recording, range: Range<u
         pieces.push(Piece::Chunk { ci, off, n });
         pos += n;
     }
-    let mut stream = futures::stream::iter(pieces).map(|p| fetch_piece(state, &loaded, p)).buffered(LOOKAHEAD);
+}
+
+/// Fetches pieces (up to [`LOOKAHEAD`] concurrently, so the next chunk is read and transmuxed
+/// while the current one is written) and sends them in order; Ok when done or when the
+/// receiver is gone.
+async fn send_pieces(
+    state: &AppState,
+    loaded: &LoadedRecording,
+    pieces: impl Stream<Item = Piece>,
+    tx: &Tx,
+) -> Result<(), BoxError> {
+    let mut stream = std::pin::pin!(pieces.map(|p| fetch_piece(state, loaded, p)).buffered(LOOKAHEAD));
     while let Some(piece) = stream.next().await {
         if tx.send(Ok(piece?)).await.is_err() {
             return Ok(());
@@ -233,23 +249,57 @@ async fn produce(state: &AppState, user_id: i64, rec: &Recording, range: Range<u
     Ok(())
 }
 
+/// The quasi-stream of a recording: a fragmented MP4 from the sync sample at or before
+/// `start_s`, made and sent as it goes (bounded memory: at most [`LOOKAHEAD`] pieces are in
+/// flight and [`CHANNEL_PIECES`] queued). Dropping the body stops the producer.
+pub fn stream_body(state: AppState, rec: Recording, start_s: f64) -> axum::body::Body {
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_PIECES);
+    tokio::spawn(async move {
+        if let Err(e) = produce_stream(&state, &rec, start_s, &tx).await {
+            tracing::warn!(recording = rec.id, "stream production failed: {e}");
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+async fn produce_stream(state: &AppState, rec: &Recording, start_s: f64, tx: &Tx) -> Result<(), BoxError> {
+    let loaded = state.layouts.get_or_build(&state.catalog, rec).await?;
+    let layout = &loaded.layout;
+    if tx.send(Ok(Bytes::from(frag::init_segment(layout)))).await.is_err() {
+        return Ok(());
+    }
+    let (first_seg, from) = frag::start_point(layout, start_s);
+    let pieces = futures::stream::iter(first_seg..layout.segments.len() as u32).flat_map(|s| {
+        let mut pieces = Vec::new();
+        let from: &[Option<u32>] = if s == first_seg { &from } else { &[] };
+        if let Some(plan) = frag::plan_fragment(layout, s, from) {
+            pieces.push(Piece::Static(Bytes::from(frag::fragment_header(layout, &plan))));
+            for t in &plan.trafs {
+                file_pieces(layout, t.file_range.clone(), &mut pieces);
+            }
+        }
+        futures::stream::iter(pieces)
+    });
+    send_pieces(state, &loaded, pieces, tx).await
+}
+
 /// Pieces fetched concurrently ahead of the one being sent.
 const LOOKAHEAD: usize = 3;
 
 /// A part of the response body.
 enum Piece {
-    Head(Range<u64>),
+    /// Bytes already made (head, `moof`).
+    Static(Bytes),
     /// `n` bytes at offset `off` of output chunk `ci`.
-    Chunk {
-        ci: usize,
-        off: u64,
-        n: u64,
-    },
+    Chunk { ci: usize, off: u64, n: u64 },
 }
 
 async fn fetch_piece(state: &AppState, loaded: &LoadedRecording, piece: Piece) -> Result<Bytes, BoxError> {
     let (ci, off, n) = match piece {
-        Piece::Head(r) => return Ok(loaded.head.slice(r.start as usize..r.end as usize)),
+        Piece::Static(b) => return Ok(b),
         Piece::Chunk { ci, off, n } => (ci, off, n),
     };
     let c = loaded.layout.chunks[ci];

@@ -9,12 +9,14 @@
 //! - [`h26x`], [`audio`]: bitstream helpers (SPS parsing, `avcC`/`hvcC`, ADTS, AC-3, `esds`, `dac3`).
 //! - [`index`]: the per-segment sample index and its compact binary encoding.
 //! - [`mp4`]: the progressive MP4 layout: `ftyp` + `moov` + `mdat` computed from indexes alone.
+//! - [`frag`]: the fragmented MP4 (quasi-stream) written from the same layout.
 //! - [`boxes`]: a small ISO BMFF box writer.
 
 pub mod audio;
 pub mod boxes;
 pub mod bytes;
 pub mod fmp4;
+pub mod frag;
 pub mod h26x;
 pub mod index;
 pub mod m3u8;

@@ -92,17 +92,6 @@ pub struct OutChunk {
     pub chunk: u32,
 }
 
-/// Summary of one output track.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackSummary {
-    pub kind: TrackKind,
-    pub codec: Codec,
-    pub timescale: u32,
-    pub samples: u64,
-    /// Sum of sample durations, timescale ticks.
-    pub media_dur: u64,
-}
-
 /// A complete virtual MP4 file: its first bytes (`ftyp`, `moov`, `mdat` header) in memory and a
 /// map of where every later byte comes from.
 #[derive(Debug, Clone)]
@@ -115,7 +104,8 @@ pub struct Layout {
     pub len_bytes: u64,
     /// The segments the chunks refer to.
     pub segments: Vec<Arc<SegmentIndex>>,
-    pub tracks: Vec<TrackSummary>,
+    /// Output tracks, video first: every sample's timing on the joined timeline.
+    pub tracks: Vec<Track>,
     /// Presentation duration of the movie, `MOVIE_TIMESCALE` ticks.
     pub movie_dur: u64,
 }
@@ -126,6 +116,21 @@ impl Layout {
         self.movie_dur as f64 / MOVIE_TIMESCALE as f64
     }
 
+    /// Bytes of the file holding the payloads of `kind`'s samples from segment `segment`
+    /// (empty range if none). A segment's chunks are contiguous per track in the `mdat`.
+    pub fn segment_track_bytes(&self, segment: u32, kind: TrackKind) -> std::ops::Range<u64> {
+        let lo = self.chunks.partition_point(|c| c.segment < segment);
+        let hi = self.chunks.partition_point(|c| c.segment <= segment);
+        let mut range: Option<std::ops::Range<u64>> = None;
+        for c in &self.chunks[lo..hi] {
+            if self.segments[c.segment as usize].tracks[c.track as usize].kind() == kind {
+                let end = c.out_start + c.len_bytes;
+                range = Some(range.map_or(c.out_start..end, |r| r.start..end));
+            }
+        }
+        range.unwrap_or(0..0)
+    }
+
     /// Index of the chunk holding byte `pos` (`pos >= head.len()`, `pos < len_bytes`).
     pub fn chunk_at(&self, pos: u64) -> usize {
         self.chunks.partition_point(|c| c.out_start + c.len_bytes <= pos)
@@ -133,7 +138,7 @@ impl Layout {
 
     /// Builds the layout of `segments` joined into one progressive MP4.
     pub fn build(segments: &[SegmentInput]) -> Result<Layout, LayoutError> {
-        let mut tracks: Vec<TrackBuild> = Vec::new();
+        let mut tracks: Vec<Track> = Vec::new();
         let mut tl = Timeline::default();
         for (si, seg) in segments.iter().enumerate() {
             for t in &seg.index.tracks {
@@ -143,10 +148,10 @@ impl Layout {
                         return Err(LayoutError::CodecChange { kind, from: b.codec, to: t.config.codec, segment: si });
                     }
                     Some(_) => {}
-                    None => tracks.push(TrackBuild::new(t)),
+                    None => tracks.push(Track::new(t)),
                 }
             }
-            tl.add_segment(seg, &mut tracks);
+            tl.add_segment(si as u32, seg, &mut tracks);
         }
         tracks.retain(|t| !t.samples.is_empty());
         if tracks.is_empty() {
@@ -220,46 +225,55 @@ impl Layout {
             chunks,
             len_bytes,
             segments: segments.iter().map(|s| s.index.clone()).collect(),
-            tracks: tracks
-                .iter()
-                .map(|t| TrackSummary {
-                    kind: t.kind,
-                    codec: t.codec,
-                    timescale: t.timescale,
-                    samples: t.samples.len() as u64,
-                    media_dur: t.media_dur(),
-                })
-                .collect(),
+            tracks,
             movie_dur,
         })
     }
 }
 
-/// One output sample.
-#[derive(Debug, Clone, Copy)]
-struct OutSample {
-    dur: u32,
-    cts: i32,
-    len: u32,
-    sync: bool,
+/// One output sample; times in the track's timescale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutSample {
+    pub dur: u32,
+    /// Composition offset PTS − DTS.
+    pub cts: i32,
+    pub len: u32,
+    pub sync: bool,
 }
 
-/// A track being assembled from segments.
-#[derive(Debug)]
-struct TrackBuild {
-    kind: TrackKind,
-    codec: Codec,
-    timescale: u32,
-    width: u32,
-    height: u32,
-    matrix: [i32; 9],
-    entries: Vec<Vec<u8>>,
-    samples: Vec<OutSample>,
+/// The samples of one track that come from one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegRun {
+    /// Index into the layout's segments.
+    pub segment: u32,
+    /// Index of the first sample in [`Track::samples`].
+    pub first: u32,
+    pub count: u32,
+    /// Output decode time of the first sample, track timescale.
+    pub dts: i64,
+    /// 1-based index of its sample description in [`Track::entries`].
+    pub sdi: u32,
+}
+
+/// One output track: samples of all segments joined into one timeline.
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub kind: TrackKind,
+    pub codec: Codec,
+    pub timescale: u32,
+    pub width: u32,
+    pub height: u32,
+    pub matrix: [i32; 9],
+    /// Distinct sample entries (`stsd` entries), in first-use order.
+    pub entries: Vec<Vec<u8>>,
+    pub samples: Vec<OutSample>,
+    /// Per segment that has samples of this track, in segment order.
+    pub runs: Vec<SegRun>,
     /// Per output chunk: (samples, 1-based sample description index).
     chunks: Vec<(u32, u32)>,
     /// Output decode time of the first sample (track timescale; 0 unless the track starts later
     /// than another).
-    first_dts: i64,
+    pub first_dts: i64,
     /// Output decode time of the last sample.
     last_dts: i64,
     /// Source decode time of the last sample (output timescale, recording domain).
@@ -267,12 +281,12 @@ struct TrackBuild {
     /// Whether the last sample's duration came from the source.
     last_dur_known: bool,
     /// Min over samples of output PTS, track timescale.
-    min_pts: i64,
+    pub min_pts: i64,
 }
 
-impl TrackBuild {
+impl Track {
     fn new(t: &super::index::TrackIndex) -> Self {
-        TrackBuild {
+        Track {
             kind: t.kind(),
             codec: t.config.codec,
             timescale: t.config.timescale,
@@ -281,6 +295,7 @@ impl TrackBuild {
             matrix: t.config.matrix,
             entries: Vec::new(),
             samples: Vec::new(),
+            runs: Vec::new(),
             chunks: Vec::new(),
             first_dts: 0,
             last_dts: 0,
@@ -320,7 +335,8 @@ impl TrackBuild {
         }
     }
 
-    fn media_dur(&self) -> u64 {
+    /// Sum of sample durations, timescale ticks.
+    pub fn media_dur(&self) -> u64 {
         self.samples.iter().map(|s| s.dur as u64).sum()
     }
 }
@@ -363,7 +379,7 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn add_segment(&mut self, seg: &SegmentInput, tracks: &mut [TrackBuild]) {
+    fn add_segment(&mut self, si: u32, seg: &SegmentInput, tracks: &mut [Track]) {
         let idx = &seg.index;
         if let Some(o) = idx.ts_origin_90k {
             if let Some(p) = self.prev_origin {
@@ -443,6 +459,13 @@ impl Timeline {
             for c in &t_idx.chunks {
                 t.chunks.push((c.samples, sdi));
             }
+            t.runs.push(SegRun {
+                segment: si,
+                first: t.samples.len() as u32,
+                count: src.len() as u32,
+                dts: first_out,
+                sdi,
+            });
             let in_ts = t_idx.config.timescale;
             let max_dur = from_ns(MAX_SAMPLE_DUR_NS, ts);
             let mut out = first_out;
@@ -491,7 +514,7 @@ struct Edit {
 /// Aligns tracks: movie time 0 is the earliest first presentation time of any track; a track
 /// that starts later gets an empty edit; B-frame delay (first PTS > first DTS) is hidden by the
 /// media edit's `media_time`.
-fn edits(tracks: &[TrackBuild]) -> Vec<Edit> {
+fn edits(tracks: &[Track]) -> Vec<Edit> {
     let start_ns: Vec<i128> = tracks.iter().map(|t| to_ns(t.first_dts.max(t.min_pts), t.timescale)).collect();
     let movie_start = *start_ns.iter().min().expect("tracks");
     tracks
@@ -534,7 +557,7 @@ struct Moov {
     chunk_offset_pos: Vec<usize>,
 }
 
-fn write_moov(tracks: &[TrackBuild], edits: &[Edit], movie_dur: u64, co64: bool) -> Moov {
+fn write_moov(tracks: &[Track], edits: &[Edit], movie_dur: u64, co64: bool) -> Moov {
     let nsamples: usize = tracks.iter().map(|t| t.samples.len()).sum();
     let mut w = BoxWriter::with_capacity(1024 + nsamples * 12);
     let mut chunk_offset_pos = Vec::new();
@@ -568,7 +591,7 @@ fn write_moov(tracks: &[TrackBuild], edits: &[Edit], movie_dur: u64, co64: bool)
     Moov { buf: w.finish(), chunk_offset_pos }
 }
 
-fn write_trak(w: &mut BoxWriter, t: &TrackBuild, e: &Edit, track_id: u32, co64: bool) -> usize {
+fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool) -> usize {
     let tk_dur = e.empty + e.media_movie_dur;
     w.start(b"trak");
     let long = tk_dur > u32::MAX as u64;
@@ -676,7 +699,7 @@ fn write_trak(w: &mut BoxWriter, t: &TrackBuild, e: &Edit, track_id: u32, co64: 
 }
 
 /// Writes `stbl`; returns the offset of the first chunk offset entry.
-fn write_stbl(w: &mut BoxWriter, t: &TrackBuild, co64: bool) -> usize {
+fn write_stbl(w: &mut BoxWriter, t: &Track, co64: bool) -> usize {
     w.start(b"stbl");
     w.start_full(b"stsd", 0, 0);
     w.u32(t.entries.len() as u32);
