@@ -196,14 +196,9 @@ async fn serve_mp4(
         state.store.put(&key, loaded.head.clone()).await.map_err(internal)?;
         state.catalog.set_layout(rec.id, rec.len_bytes, rec.head_len_bytes, &rec.etag, rec.format_version).await?;
     }
-    match stream_mode(req.uri().query())? {
-        Some(start_s) => {
-            let body = crate::vfile::stream_body(state.clone(), rec, start_s);
-            return Ok(
-                ([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, "no-store")], body).into_response()
-            );
-        }
-        None => {}
+    if let Some(start_s) = stream_mode(req.uri().query())? {
+        let body = crate::vfile::stream_body(state.clone(), rec, start_s);
+        return Ok(([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, "no-store")], body).into_response());
     }
     let entity = Mp4File::new(state.clone(), user.id, rec);
     let resp = http_serve::serve(entity, req);
