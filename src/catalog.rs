@@ -61,12 +61,16 @@ pub struct Recording {
     pub format_version: i64,
     /// Last change, unix ms (`Last-Modified`).
     pub updated_ms: i64,
+    /// A live broadcast is still appending segments.
+    pub live: bool,
 }
 
 /// One stored segment of a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub seq: i64,
+    /// URI of the segment in its playlist.
+    pub source_name: String,
     /// Object store key of the segment bytes, stored unchanged.
     pub object_key: String,
     /// Object store key of the fMP4 init segment it needs, if any.
@@ -96,6 +100,7 @@ pub struct NewRecording {
     pub etag: String,
     pub format_version: i64,
     pub updated_ms: i64,
+    pub live: bool,
     pub segments: Vec<Segment>,
 }
 
@@ -262,7 +267,8 @@ impl Catalog {
             .expect("unbounded");
         let id: i64 = sqlx::query(
             "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
-             etag, format_version, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+             etag, format_version, updated_ms, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             RETURNING id",
         )
         .bind(r.camera_id)
         .bind(&r.day)
@@ -274,25 +280,12 @@ impl Catalog {
         .bind(&r.etag)
         .bind(r.format_version)
         .bind(r.updated_ms)
+        .bind(r.live as i64)
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
         for s in &r.segments {
-            sqlx::query(
-                "INSERT INTO segments (recording_id, seq, object_key, init_key, sha256, len_bytes, \
-                 extinf_ms, join_before, sample_index) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(id)
-            .bind(s.seq)
-            .bind(&s.object_key)
-            .bind(&s.init_key)
-            .bind(&s.sha256)
-            .bind(s.len_bytes)
-            .bind(s.extinf_ms)
-            .bind(s.join_before as i64)
-            .bind(&s.sample_index)
-            .execute(&mut *tx)
-            .await?;
+            insert_segment(&mut tx, id, s).await?;
         }
         tx.commit().await?;
         Ok(Recording {
@@ -307,6 +300,7 @@ impl Catalog {
             etag: r.etag.clone(),
             format_version: r.format_version,
             updated_ms: r.updated_ms,
+            live: r.live,
         })
     }
 
@@ -360,8 +354,8 @@ impl Catalog {
     /// Segments of a recording in playlist order.
     pub async fn segments(&self, recording_id: i64) -> Result<Vec<Segment>> {
         let rows = sqlx::query(
-            "SELECT seq, object_key, init_key, sha256, len_bytes, extinf_ms, join_before, sample_index \
-             FROM segments WHERE recording_id = $1 ORDER BY seq",
+            "SELECT seq, source_name, object_key, init_key, sha256, len_bytes, extinf_ms, join_before, \
+             sample_index FROM segments WHERE recording_id = $1 ORDER BY seq",
         )
         .bind(recording_id)
         .fetch_all(&self.pool)
@@ -370,15 +364,92 @@ impl Catalog {
             .iter()
             .map(|r| Segment {
                 seq: r.get(0),
-                object_key: r.get(1),
-                init_key: r.get(2),
-                sha256: r.get(3),
-                len_bytes: r.get(4),
-                extinf_ms: r.get(5),
-                join_before: r.get::<i64, _>(6) != 0,
-                sample_index: r.get(7),
+                source_name: r.get(1),
+                object_key: r.get(2),
+                init_key: r.get(3),
+                sha256: r.get(4),
+                len_bytes: r.get(5),
+                extinf_ms: r.get(6),
+                join_before: r.get::<i64, _>(7) != 0,
+                sample_index: r.get(8),
             })
             .collect())
+    }
+
+    /// Sets a new ingest key for camera `camera_id` (replacing any previous one); returns the key
+    /// (shown once; only its hash is stored).
+    pub async fn new_ingest_key(&self, camera_id: i64) -> Result<String> {
+        let key = format!("jmi_{}", &new_token()[3..]);
+        sqlx::query("UPDATE cameras SET ingest_key_sha256 = $1 WHERE id = $2")
+            .bind(token_hash(&key))
+            .bind(camera_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(key)
+    }
+
+    /// The camera that ingest key `key` may write to.
+    pub async fn camera_by_ingest_key(&self, key: &str) -> Result<Option<Camera>> {
+        let row = sqlx::query("SELECT id, user_id, name FROM cameras WHERE ingest_key_sha256 = $1")
+            .bind(token_hash(key))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| Camera { id: r.get(0), user_id: r.get(1), name: r.get(2) }))
+    }
+
+    /// The camera's most recent live recording, if any.
+    pub async fn live_recording(&self, camera_id: i64) -> Result<Option<Recording>> {
+        let row = sqlx::query(&format!(
+            "{REC_SELECT} WHERE camera_id = $1 AND live = 1 ORDER BY start_ms DESC, id DESC LIMIT 1"
+        ))
+        .bind(camera_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(recording))
+    }
+
+    /// The recording with id `id`.
+    pub async fn recording_by_id(&self, id: i64) -> Result<Option<Recording>> {
+        let row = sqlx::query(&format!("{REC_SELECT} WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(recording))
+    }
+
+    /// Appends `segment` to a live recording and records the grown file (length, head length,
+    /// ETag, duration, change time) in one transaction.
+    pub async fn append_segment(&self, rec: &Recording, segment: &Segment) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_segment(&mut tx, rec.id, segment).await?;
+        sqlx::query(
+            "UPDATE recordings SET duration_ms = $1, len_bytes = $2, head_len_bytes = $3, etag = $4, \
+             format_version = $5, updated_ms = $6 WHERE id = $7",
+        )
+        .bind(rec.duration_ms)
+        .bind(rec.len_bytes)
+        .bind(rec.head_len_bytes)
+        .bind(&rec.etag)
+        .bind(rec.format_version)
+        .bind(rec.updated_ms)
+        .bind(rec.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a recording as no longer live.
+    pub async fn end_live(&self, recording_id: i64) -> Result<()> {
+        sqlx::query("UPDATE recordings SET live = 0 WHERE id = $1").bind(recording_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Ends every live recording not changed since `before_ms` (broadcasts that went idle,
+    /// e.g. across a restart); returns how many.
+    pub async fn end_idle_live(&self, before_ms: i64) -> Result<u64> {
+        let r = sqlx::query("UPDATE recordings SET live = 0 WHERE live = 1 AND updated_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// Records a recomputed layout (after a format version change).
@@ -404,8 +475,28 @@ impl Catalog {
     }
 }
 
+async fn insert_segment(tx: &mut sqlx::Transaction<'_, sqlx::Any>, recording_id: i64, s: &Segment) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO segments (recording_id, seq, source_name, object_key, init_key, sha256, len_bytes, \
+         extinf_ms, join_before, sample_index) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(recording_id)
+    .bind(s.seq)
+    .bind(&s.source_name)
+    .bind(&s.object_key)
+    .bind(&s.init_key)
+    .bind(&s.sha256)
+    .bind(s.len_bytes)
+    .bind(s.extinf_ms)
+    .bind(s.join_before as i64)
+    .bind(&s.sample_index)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 const REC_SELECT: &str = "SELECT id, camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
-                          etag, format_version, updated_ms FROM recordings";
+                          etag, format_version, updated_ms, live FROM recordings";
 
 fn recording(r: &sqlx::any::AnyRow) -> Recording {
     Recording {
@@ -420,6 +511,7 @@ fn recording(r: &sqlx::any::AnyRow) -> Recording {
         etag: r.get(8),
         format_version: r.get(9),
         updated_ms: r.get(10),
+        live: r.get::<i64, _>(11) != 0,
     }
 }
 

@@ -38,6 +38,7 @@ fn input(msg: impl Into<String>) -> ImportError {
 
 /// A segment read and indexed, not yet stored.
 struct Parsed {
+    source_name: String,
     path: PathBuf,
     sha256: String,
     len_bytes: u64,
@@ -135,6 +136,7 @@ pub async fn import_playlist(
             return Err(input(format!("segment {}: no audio or video samples", seg.uri)));
         }
         parsed.push(Parsed {
+            source_name: seg.uri.clone(),
             path,
             sha256: sha256_hex(&data),
             len_bytes: data.len() as u64,
@@ -197,11 +199,13 @@ pub async fn import_playlist(
             etag: etag.clone(),
             format_version: FORMAT_VERSION as i64,
             updated_ms: now_ms(),
+            live: false,
             segments: parsed
                 .iter()
                 .enumerate()
                 .map(|(i, p)| Segment {
                     seq: i as i64,
+                    source_name: p.source_name.clone(),
                     object_key: object_key(user.id, &p.sha256, p.ext),
                     init_key: p.init.as_ref().map(|(k, _)| k.clone()),
                     sha256: p.sha256.clone(),

@@ -10,11 +10,13 @@
 //! - [`catalog`]: users, tokens, cameras, recordings, segment indexes (SQLite or PostgreSQL).
 //! - [`store`]: the object store trait and the local-directory implementation.
 //! - [`import`]: playlist → stored segments + catalog rows, all or nothing.
+//! - [`ingest`]: live ingest from encoders (ffmpeg HLS PUT) into growing live recordings.
 //! - [`service`], [`vfile`]: the HTTP API and the virtual MP4 entity served with `http-serve`.
 
 pub mod catalog;
 pub mod format;
 pub mod import;
+pub mod ingest;
 pub mod service;
 pub mod store;
 pub mod vfile;

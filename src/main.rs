@@ -33,6 +33,9 @@ enum Cmd {
     Serve {
         #[arg(long, env = "JITMUX_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// A live broadcast with no upload for this many seconds ends.
+        #[arg(long, env = "JITMUX_INGEST_IDLE_TIMEOUT", default_value_t = 30.0)]
+        ingest_idle_timeout: f64,
     },
     /// Import an HLS media playlist (VOD or EVENT) as a recording; prints its path in the tree.
     Import {
@@ -50,10 +53,26 @@ enum Cmd {
         #[command(subcommand)]
         cmd: UserCmd,
     },
+    /// Manage cameras.
+    Camera {
+        #[command(subcommand)]
+        cmd: CameraCmd,
+    },
     /// Import a bundled real camera clip for user `demo` and serve it.
     Demo {
         #[arg(long, env = "JITMUX_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum CameraCmd {
+    /// Create a camera (or take an existing one) and print a new ingest key as the last line:
+    /// it can only upload to this camera's live ingest (`PUT /v1/ingest/CAMERA/...`), never read.
+    Add {
+        #[arg(long)]
+        user: String,
+        camera: String,
     },
 }
 
@@ -109,7 +128,23 @@ async fn open(cli: &Cli) -> Result<(Catalog, Arc<LocalDirStore>), Failure> {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let (catalog, store) = open(&cli).await?;
     match cli.cmd {
-        Cmd::Serve { listen } => serve(AppState::new(catalog, store), listen).await,
+        Cmd::Serve { listen, ingest_idle_timeout } => {
+            let idle = std::time::Duration::try_from_secs_f64(ingest_idle_timeout)
+                .map_err(|_| Failure(2, "--ingest-idle-timeout must be a positive number of seconds".into()))?;
+            serve(AppState::new(catalog, store, idle), listen).await
+        }
+        Cmd::Camera { cmd: CameraCmd::Add { user, camera } } => {
+            jitmux::service::check_name(&camera)
+                .map_err(|e| Failure(EXIT_DATAERR, format!("camera name {camera:?}: {e}")))?;
+            let user = catalog
+                .user_by_name(&user)
+                .await?
+                .ok_or_else(|| Failure(EXIT_DATAERR, format!("unknown user {user:?}")))?;
+            let cam = catalog.camera_get_or_create(user.id, &camera).await?;
+            println!("camera {camera} of {}: ingest at /v1/ingest/{camera}/index.m3u8", user.name);
+            println!("{}", catalog.new_ingest_key(cam.id).await?);
+            Ok(())
+        }
         Cmd::Import { user, camera, start, playlist } => {
             let start_ms = match start {
                 Some(s) => {
@@ -169,7 +204,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             println!("download: curl -H 'Authorization: Bearer {token}' -o demo.mp4 {url}");
             println!("play:     ffplay -headers 'Authorization: Bearer {token}' {url}");
-            serve(AppState::new(catalog, store), listen).await
+            serve(AppState::new(catalog, store, std::time::Duration::from_secs(30)), listen).await
         }
     }
 }
@@ -181,10 +216,10 @@ async fn serve(state: AppState, listen: SocketAddr) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    tokio::spawn(jitmux::ingest::sweep_idle(state.clone()));
+    tokio::select! {
+        r = jitmux::service::serve_on(listener, app(state)) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
     Ok(())
 }

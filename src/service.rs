@@ -22,7 +22,8 @@ use axum::routing::get;
 
 use crate::catalog::{Catalog, DirSummary, Recording, User};
 use crate::format::mp4::FORMAT_VERSION;
-use crate::store::ObjectStore;
+use crate::ingest::Ingest;
+use crate::store::{CountingStore, ObjectStore};
 use crate::vfile::{LayoutCache, Mp4File};
 
 /// Shared state of the service; cheap to clone.
@@ -30,12 +31,23 @@ use crate::vfile::{LayoutCache, Mp4File};
 pub struct AppState {
     pub catalog: Catalog,
     pub store: Arc<dyn ObjectStore>,
+    /// Read counters of `store`.
+    pub store_stats: Arc<CountingStore<Arc<dyn ObjectStore>>>,
     pub layouts: Arc<LayoutCache>,
+    pub ingest: Arc<Ingest>,
 }
 
 impl AppState {
-    pub fn new(catalog: Catalog, store: Arc<dyn ObjectStore>) -> Self {
-        AppState { catalog, store, layouts: Arc::new(LayoutCache::new(NonZeroUsize::new(16).unwrap())) }
+    /// State over `catalog` and `store`; live broadcasts end after `idle_timeout` without uploads.
+    pub fn new(catalog: Catalog, store: Arc<dyn ObjectStore>, idle_timeout: std::time::Duration) -> Self {
+        let stats = Arc::new(CountingStore::new(store));
+        AppState {
+            catalog,
+            store: stats.clone(),
+            store_stats: stats,
+            layouts: Arc::new(LayoutCache::new(NonZeroUsize::new(16).unwrap())),
+            ingest: Arc::new(Ingest::new(idle_timeout)),
+        }
     }
 }
 
@@ -78,8 +90,23 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/files", get(files))
         .route("/v1/files/", get(files))
         .route("/v1/files/{*path}", get(files))
+        .route("/v1/ingest/{camera}/{file}", axum::routing::put(crate::ingest::put).post(crate::ingest::put))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// Prometheus text exposition of the node's counters.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let body = format!(
+        "# HELP jitmux_store_reads_total Object store range reads.\n# TYPE jitmux_store_reads_total counter\n\
+         jitmux_store_reads_total {}\n# HELP jitmux_store_read_bytes_total Bytes read from the object store.\n\
+         # TYPE jitmux_store_read_bytes_total counter\njitmux_store_read_bytes_total {}\n",
+        state.store_stats.reads.load(Relaxed),
+        state.store_stats.read_bytes.load(Relaxed)
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 /// Checks a name used as one path segment of the tree (camera): 1–64 bytes of
@@ -161,6 +188,14 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
             let days = cat.list_days(cam.id).await?;
             Ok(listing(&format!("/{camera}/"), json, days.into_iter().map(Entry::dir).collect()))
         }
+        [camera, live] if live == "live.mp4" => {
+            let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
+            let rec = cat
+                .live_recording(cam.id)
+                .await?
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "camera is not broadcasting"))?;
+            serve_mp4(state, &user, rec, &req).await
+        }
         [camera, day] => {
             let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
             let recs = cat.list_recordings(cam.id, day).await?;
@@ -206,7 +241,7 @@ async fn serve_mp4(
 }
 
 /// Parses `mode=stream|file` and `start=SECONDS`; `Some(start)` for the quasi-stream.
-fn stream_mode(query: Option<&str>) -> Result<Option<f64>, ApiError> {
+fn stream_mode(query: Option<&str>) -> Result<Option<Option<f64>>, ApiError> {
     let (mut stream, mut start) = (false, None);
     for (k, v) in url_pairs(query.unwrap_or("")) {
         match k.as_str() {
@@ -221,7 +256,7 @@ fn stream_mode(query: Option<&str>) -> Result<Option<f64>, ApiError> {
         }
     }
     match (stream, start) {
-        (true, s) => Ok(Some(s.unwrap_or(0.0))),
+        (true, s) => Ok(Some(s)),
         (false, Some(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "start= needs mode=stream")),
         (false, None) => Ok(None),
     }
@@ -251,6 +286,9 @@ struct Entry {
     /// RFC 3339.
     modified: String,
     duration_s: f64,
+    /// A live broadcast still growing (files only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<bool>,
 }
 
 impl Entry {
@@ -261,6 +299,7 @@ impl Entry {
             size: d.len_bytes,
             modified: rfc3339(d.updated_ms),
             duration_s: d.duration_ms as f64 / 1000.0,
+            live: None,
         }
     }
     fn file(r: &Recording) -> Entry {
@@ -270,6 +309,7 @@ impl Entry {
             size: r.len_bytes,
             modified: rfc3339(r.updated_ms),
             duration_s: r.duration_ms as f64 / 1000.0,
+            live: Some(r.live),
         }
     }
 }
@@ -338,5 +378,33 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "a b", "..", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+}
+
+/// Serves `app` on `listener` forever, one task per connection.
+///
+/// HTTP/1 connections allow half-closure: ffmpeg's HLS muxer closes its side right after the
+/// last chunk of a PUT without waiting for the answer, and the upload must still be processed
+/// (hyper would otherwise drop the request at that EOF).
+pub async fn serve_on(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
     }
 }

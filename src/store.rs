@@ -194,3 +194,61 @@ mod tests {
         }
     }
 }
+
+/// Wraps a store and counts its reads (`jitmux_store_reads_total` in `/metrics`): the live tail
+/// promises one read per segment per node, whatever the number of viewers.
+pub struct CountingStore<S> {
+    inner: S,
+    /// `get_range` calls so far.
+    pub reads: std::sync::atomic::AtomicU64,
+    /// Bytes returned by `get_range` so far.
+    pub read_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl<S> CountingStore<S> {
+    pub fn new(inner: S) -> Self {
+        CountingStore { inner, reads: Default::default(), read_bytes: Default::default() }
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStore> ObjectStore for CountingStore<S> {
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let b = self.inner.get_range(key, range).await?;
+        self.reads.fetch_add(1, Relaxed);
+        self.read_bytes.fetch_add(b.len() as u64, Relaxed);
+        Ok(b)
+    }
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.inner.put(key, data).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+}
+
+#[async_trait]
+impl ObjectStore for std::sync::Arc<dyn ObjectStore> {
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        (**self).get_range(key, range).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        (**self).put(key, data).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        (**self).head(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        (**self).delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        (**self).list(prefix).await
+    }
+}

@@ -49,17 +49,17 @@ pub struct LoadedRecording {
 /// Recently used layouts by recording (bounded LRU), plus transmuxed MPEG-TS chunks.
 pub struct LayoutCache {
     layouts: Mutex<LruCache<(i64, i64), Arc<LoadedRecording>>>,
-    /// Transmuxed MPEG-TS segments by object key: `[track][chunk]` bytes, made once even when
-    /// several requests (or a request's look-ahead) want them at the same time.
-    ts_segments: Mutex<LruCache<String, Arc<tokio::sync::OnceCell<TsChunks>>>>,
+    /// Output chunks of recently used segments by object key, made once even when several
+    /// requests (live viewers, a request's look-ahead) want them at the same time.
+    segments: Mutex<LruCache<String, Arc<tokio::sync::OnceCell<SegChunks>>>>,
 }
 
 impl LayoutCache {
-    /// A cache holding up to `n` layouts and 16 transmuxed MPEG-TS segments.
+    /// A cache holding up to `n` layouts and the output chunks of 32 segments.
     pub fn new(n: NonZeroUsize) -> Self {
         LayoutCache {
             layouts: Mutex::new(LruCache::new(n)),
-            ts_segments: Mutex::new(LruCache::new(NonZeroUsize::new(16).unwrap())),
+            segments: Mutex::new(LruCache::new(NonZeroUsize::new(32).unwrap())),
         }
     }
 
@@ -214,7 +214,7 @@ async fn produce(state: &AppState, user_id: i64, rec: &Recording, range: Range<u
         pos = end;
     }
     file_pieces(&loaded.layout, pos..range.end, &mut pieces);
-    send_pieces(state, &loaded, futures::stream::iter(pieces), tx).await
+    send_pieces(state, &loaded, futures::stream::iter(pieces), false, tx).await.map(|_| ())
 }
 
 /// Appends the pieces of `range` (inside the `mdat` payload) of the full file: at most
@@ -232,30 +232,36 @@ fn file_pieces(layout: &Layout, range: Range<u64>, pieces: &mut Vec<Piece>) {
 }
 
 /// Fetches pieces (up to [`LOOKAHEAD`] concurrently, so the next chunk is read and transmuxed
-/// while the current one is written) and sends them in order; Ok when done or when the
-/// receiver is gone.
+/// while the current one is written) and sends them in order. `shared`: take whole segments
+/// through the node's segment cache (one store read per segment for all concurrent viewers)
+/// rather than reading exactly the piece. Ok(false) when the receiver is gone.
 async fn send_pieces(
     state: &AppState,
     loaded: &LoadedRecording,
     pieces: impl Stream<Item = Piece>,
+    shared: bool,
     tx: &Tx,
-) -> Result<(), BoxError> {
-    let mut stream = std::pin::pin!(pieces.map(|p| fetch_piece(state, loaded, p)).buffered(LOOKAHEAD));
+) -> Result<bool, BoxError> {
+    let mut stream = std::pin::pin!(pieces.map(|p| fetch_piece(state, loaded, p, shared)).buffered(LOOKAHEAD));
     while let Some(piece) = stream.next().await {
         if tx.send(Ok(piece?)).await.is_err() {
-            return Ok(());
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The quasi-stream of a recording: a fragmented MP4 from the sync sample at or before
 /// `start_s`, made and sent as it goes (bounded memory: at most [`LOOKAHEAD`] pieces are in
 /// flight and [`CHANNEL_PIECES`] queued). Dropping the body stops the producer.
-pub fn stream_body(state: AppState, rec: Recording, start_s: f64) -> axum::body::Body {
+///
+/// For a live recording it is the live tail: without `start_s` it starts at the newest segment
+/// that begins with a sync sample (the latest GOP, at once), then sends a fragment as each new
+/// segment lands, and ends when the broadcast ends.
+pub fn stream_body(state: AppState, rec: Recording, start_s: Option<f64>) -> axum::body::Body {
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_PIECES);
     tokio::spawn(async move {
-        if let Err(e) = produce_stream(&state, &rec, start_s, &tx).await {
+        if let Err(e) = produce_stream(&state, rec.clone(), start_s, &tx).await {
             tracing::warn!(recording = rec.id, "stream production failed: {e}");
             let _ = tx.send(Err(e)).await;
         }
@@ -265,25 +271,84 @@ pub fn stream_body(state: AppState, rec: Recording, start_s: f64) -> axum::body:
     }))
 }
 
-async fn produce_stream(state: &AppState, rec: &Recording, start_s: f64, tx: &Tx) -> Result<(), BoxError> {
-    let loaded = state.layouts.get_or_build(&state.catalog, rec).await?;
-    let layout = &loaded.layout;
-    if tx.send(Ok(Bytes::from(frag::init_segment(layout)))).await.is_err() {
+/// A live viewer more than this many segments behind the newest skips ahead to the newest
+/// segment that begins with a sync sample.
+pub const MAX_BEHIND_SEGMENTS: u32 = 4;
+
+/// How often a live viewer re-reads the catalog when no in-process notification came (ingest on
+/// another node).
+const LIVE_POLL: Duration = Duration::from_secs(1);
+
+async fn produce_stream(state: &AppState, mut rec: Recording, start_s: Option<f64>, tx: &Tx) -> Result<(), BoxError> {
+    // Subscribe before reading, so no append between the two is missed.
+    let mut changes = state.ingest.hub.subscribe(rec.id);
+    let mut loaded = state.layouts.get_or_build(&state.catalog, &rec).await?;
+    if tx.send(Ok(Bytes::from(frag::init_segment(&loaded.layout)))).await.is_err() {
         return Ok(());
     }
-    let (first_seg, from) = frag::start_point(layout, start_s);
-    let pieces = futures::stream::iter(first_seg..layout.segments.len() as u32).flat_map(|s| {
-        let mut pieces = Vec::new();
-        let from: &[Option<u32>] = if s == first_seg { &from } else { &[] };
-        if let Some(plan) = frag::plan_fragment(layout, s, from) {
-            pieces.push(Piece::Static(Bytes::from(frag::fragment_header(layout, &plan))));
-            for t in &plan.trafs {
-                file_pieces(layout, t.file_range.clone(), &mut pieces);
+    let (mut next, mut from) = match start_s {
+        Some(s) => frag::start_point(&loaded.layout, s),
+        None if rec.live => (newest_sync_segment(&loaded.layout, 0), Vec::new()),
+        None => frag::start_point(&loaded.layout, 0.0),
+    };
+    loop {
+        let n = loaded.layout.segments.len() as u32;
+        if rec.live && n.saturating_sub(next) > MAX_BEHIND_SEGMENTS {
+            next = newest_sync_segment(&loaded.layout, next);
+            from.clear();
+        }
+        if next < n {
+            let layout = &loaded.layout;
+            let first = next;
+            let pieces = futures::stream::iter(first..n).flat_map(|s| {
+                let mut pieces = Vec::new();
+                let from: &[Option<u32>] = if s == first { &from } else { &[] };
+                if let Some(plan) = frag::plan_fragment(layout, s, from) {
+                    pieces.push(Piece::Static(Bytes::from(frag::fragment_header(layout, &plan))));
+                    for t in &plan.trafs {
+                        file_pieces(layout, t.file_range.clone(), &mut pieces);
+                    }
+                }
+                futures::stream::iter(pieces)
+            });
+            if !send_pieces(state, &loaded, pieces, true, tx).await? {
+                return Ok(());
+            }
+            next = n;
+            from.clear();
+        }
+        if !rec.live {
+            return Ok(());
+        }
+        // Wait for the recording to grow or end; the sender side closing (client gone) stops us.
+        loop {
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(LIVE_POLL) => {}
+                _ = tx.closed() => return Ok(()),
+            }
+            let now = state.catalog.recording_by_id(rec.id).await?.ok_or("recording removed")?;
+            if now.updated_ms != rec.updated_ms || now.live != rec.live {
+                rec = now;
+                break;
             }
         }
-        futures::stream::iter(pieces)
-    });
-    send_pieces(state, &loaded, pieces, tx).await
+        loaded = state.layouts.get_or_build(&state.catalog, &rec).await?;
+    }
+}
+
+/// The newest segment at or after `at_least` whose video samples begin with a sync sample (any
+/// segment for audio-only recordings); `at_least` if none.
+fn newest_sync_segment(layout: &Layout, at_least: u32) -> u32 {
+    let Some(video) = layout.tracks.iter().find(|t| t.kind == crate::format::index::TrackKind::Video) else {
+        return (layout.segments.len() as u32).saturating_sub(1).max(at_least);
+    };
+    video
+        .runs
+        .iter()
+        .rev()
+        .find(|r| r.segment >= at_least && video.samples[r.first as usize].sync)
+        .map_or(at_least, |r| r.segment)
 }
 
 /// Pieces fetched concurrently ahead of the one being sent.
@@ -297,7 +362,12 @@ enum Piece {
     Chunk { ci: usize, off: u64, n: u64 },
 }
 
-async fn fetch_piece(state: &AppState, loaded: &LoadedRecording, piece: Piece) -> Result<Bytes, BoxError> {
+async fn fetch_piece(
+    state: &AppState,
+    loaded: &LoadedRecording,
+    piece: Piece,
+    shared: bool,
+) -> Result<Bytes, BoxError> {
     let (ci, off, n) = match piece {
         Piece::Static(b) => return Ok(b),
         Piece::Chunk { ci, off, n } => (ci, off, n),
@@ -306,41 +376,52 @@ async fn fetch_piece(state: &AppState, loaded: &LoadedRecording, piece: Piece) -
     let seg = &loaded.layout.segments[c.segment as usize];
     let key = &loaded.object_keys[c.segment as usize];
     match seg.container {
-        Container::Fmp4 => {
+        Container::Fmp4 if !shared => {
             let start = seg.tracks[c.track as usize].chunks[c.chunk as usize].src_start + off;
             Ok(state.store.get_range(key, start..start + n).await?)
         }
-        Container::Ts => {
-            let bytes = ts_chunk(state, key, seg, c.track, c.chunk).await?;
+        _ => {
+            let bytes = segment_chunk(state, key, seg, c.track, c.chunk).await?;
             Ok(bytes.slice(off as usize..(off + n) as usize))
         }
     }
 }
 
-/// Transmuxed chunks of one MPEG-TS segment, `[track][chunk]`.
-type TsChunks = Arc<Vec<Vec<Bytes>>>;
+/// Output chunks of one segment, `[track][chunk]`.
+type SegChunks = Arc<Vec<Vec<Bytes>>>;
 
-/// The transmuxed bytes of one MPEG-TS chunk. On a miss, every chunk of the segment is
-/// transmuxed from one read of the stored segment (the output visits a segment's chunks one
-/// after another, so the others are needed next); concurrent callers share that work.
-async fn ts_chunk(
+/// The output bytes of one chunk through the node's segment cache. On a miss, every chunk of the
+/// segment is made from one read of the stored segment (transmuxed for MPEG-TS, sliced for
+/// fMP4): the output visits a segment's chunks one after another, and concurrent callers (live
+/// viewers, a request's look-ahead) share that one read.
+async fn segment_chunk(
     state: &AppState,
     key: &str,
     seg: &Arc<SegmentIndex>,
     track: u8,
     chunk: u32,
 ) -> Result<Bytes, BoxError> {
-    let cell = state.layouts.ts_segments.lock().unwrap().get_or_insert(key.to_string(), Default::default).clone();
-    let chunks = cell.get_or_try_init(|| transmux_segment(state, key, seg.clone())).await?;
+    let cell = state.layouts.segments.lock().unwrap().get_or_insert(key.to_string(), Default::default).clone();
+    let chunks = cell.get_or_try_init(|| make_segment_chunks(state, key, seg.clone())).await?;
     Ok(chunks[track as usize][chunk as usize].clone())
 }
 
-async fn transmux_segment(state: &AppState, key: &str, seg: Arc<SegmentIndex>) -> Result<TsChunks, BoxError> {
+async fn make_segment_chunks(state: &AppState, key: &str, seg: Arc<SegmentIndex>) -> Result<SegChunks, BoxError> {
     let chunks = || seg.tracks.iter().flat_map(|t| t.chunks.iter());
     let lo = chunks().map(|c| c.src_start).min().expect("segment has chunks");
     let hi = chunks().map(|c| c.src_end).max().expect("segment has chunks");
     let src = state.store.get_range(key, lo..hi).await?;
-    tokio::task::spawn_blocking(move || -> Result<TsChunks, BoxError> {
+    if seg.container == Container::Fmp4 {
+        let made = seg
+            .tracks
+            .iter()
+            .map(|t| {
+                t.chunks.iter().map(|c| src.slice((c.src_start - lo) as usize..(c.src_end - lo) as usize)).collect()
+            })
+            .collect();
+        return Ok(Arc::new(made));
+    }
+    tokio::task::spawn_blocking(move || -> Result<SegChunks, BoxError> {
         let mut made = Vec::with_capacity(seg.tracks.len());
         for t in &seg.tracks {
             let mut per_track = Vec::with_capacity(t.chunks.len());

@@ -22,6 +22,7 @@ async fn exercise(cat: &Catalog) {
     assert_eq!(cat.camera_get_or_create(user.id, "front").await.unwrap(), cam);
     let seg = |seq| Segment {
         seq,
+        source_name: format!("seg_{seq}.ts"),
         object_key: format!("users/{}/segments/{seq}.ts", user.id),
         init_key: None,
         sha256: "ab".repeat(32),
@@ -41,6 +42,7 @@ async fn exercise(cat: &Catalog) {
         etag: "v1-x".into(),
         format_version: 1,
         updated_ms: 1_772_359_300_000,
+        live: false,
         segments: vec![seg(0), seg(1)],
     };
     let r1 = cat.insert_recording(&new).await.unwrap();

@@ -21,6 +21,8 @@ CREATE TABLE cameras (
     user_id BIGINT NOT NULL REFERENCES users (id),
     name TEXT NOT NULL,
     created_ms BIGINT NOT NULL,
+    -- SHA-256 of the camera's ingest key: write-only access to this camera's live ingest.
+    ingest_key_sha256 TEXT UNIQUE,
     UNIQUE (user_id, name)
 );
 
@@ -38,6 +40,8 @@ CREATE TABLE recordings (
     etag TEXT NOT NULL,
     format_version BIGINT NOT NULL,
     updated_ms BIGINT NOT NULL,
+    -- 1 while a live broadcast is still appending segments.
+    live BIGINT NOT NULL DEFAULT 0,
     UNIQUE (camera_id, day, name)
 );
 
@@ -45,6 +49,8 @@ CREATE TABLE recordings (
 CREATE TABLE segments (
     recording_id BIGINT NOT NULL REFERENCES recordings (id),
     seq BIGINT NOT NULL,
+    -- URI of the segment in its playlist.
+    source_name TEXT NOT NULL,
     object_key TEXT NOT NULL,
     init_key TEXT,
     sha256 TEXT NOT NULL,
