@@ -36,6 +36,9 @@ enum Cmd {
         /// A live broadcast with no upload for this many seconds ends.
         #[arg(long, env = "JITMUX_INGEST_IDLE_TIMEOUT", default_value_t = 30.0)]
         ingest_idle_timeout: f64,
+        /// Largest accepted ingest upload (one segment, init or playlist), bytes.
+        #[arg(long, env = "JITMUX_INGEST_MAX_UPLOAD", default_value_t = 256 << 20)]
+        ingest_max_upload: usize,
     },
     /// Import an HLS media playlist (VOD or EVENT) as a recording; prints its path in the tree.
     Import {
@@ -128,10 +131,12 @@ async fn open(cli: &Cli) -> Result<(Catalog, Arc<LocalDirStore>), Failure> {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let (catalog, store) = open(&cli).await?;
     match cli.cmd {
-        Cmd::Serve { listen, ingest_idle_timeout } => {
+        Cmd::Serve { listen, ingest_idle_timeout, ingest_max_upload } => {
             let idle = std::time::Duration::try_from_secs_f64(ingest_idle_timeout)
                 .map_err(|_| Failure(2, "--ingest-idle-timeout must be a positive number of seconds".into()))?;
-            serve(AppState::new(catalog, store, idle), listen).await
+            let mut state = AppState::new(catalog, store, idle);
+            Arc::get_mut(&mut state.ingest).expect("not shared yet").max_upload_bytes = ingest_max_upload;
+            serve(state, listen).await
         }
         Cmd::Camera { cmd: CameraCmd::Add { user, camera } } => {
             jitmux::service::check_name(&camera)

@@ -352,6 +352,34 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
+/// Serves `app` on `listener` forever, one task per connection.
+///
+/// HTTP/1 connections allow half-closure: ffmpeg's HLS muxer closes its side right after the
+/// last chunk of a PUT without waiting for the answer, and the upload must still be processed
+/// (hyper would otherwise drop the request at that EOF).
+pub async fn serve_on(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,33 +406,5 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "a b", "..", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
-    }
-}
-
-/// Serves `app` on `listener` forever, one task per connection.
-///
-/// HTTP/1 connections allow half-closure: ffmpeg's HLS muxer closes its side right after the
-/// last chunk of a PUT without waiting for the answer, and the upload must still be processed
-/// (hyper would otherwise drop the request at that EOF).
-pub async fn serve_on(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .half_close(true)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!("connection: {e}");
-            }
-        });
     }
 }

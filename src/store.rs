@@ -172,29 +172,6 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn local_store_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = LocalDirStore::new(dir.path()).unwrap();
-        s.put("a/b/c.ts", Bytes::from_static(b"0123456789")).await.unwrap();
-        assert_eq!(s.head("a/b/c.ts").await.unwrap(), Some(10));
-        assert_eq!(&s.get_range("a/b/c.ts", 2..5).await.unwrap()[..], b"234");
-        assert!(matches!(s.get_range("a/b/c.ts", 5..11).await, Err(StoreError::BadRange { .. })));
-        assert!(matches!(s.get_range("nope", 0..1).await, Err(StoreError::NotFound(_))));
-        assert_eq!(s.list("a/").await.unwrap(), vec!["a/b/c.ts".to_string()]);
-        s.delete("a/b/c.ts").await.unwrap();
-        s.delete("a/b/c.ts").await.unwrap();
-        assert_eq!(s.head("a/b/c.ts").await.unwrap(), None);
-        for bad in ["../x", "/abs", "a//b", "a/./b", "a\\b", ""] {
-            assert!(matches!(s.put(bad, Bytes::new()).await, Err(StoreError::BadKey(_))), "{bad}");
-        }
-    }
-}
-
 /// Wraps a store and counts its reads (`jitmux_store_reads_total` in `/metrics`): the live tail
 /// promises one read per segment per node, whatever the number of viewers.
 pub struct CountingStore<S> {
@@ -250,5 +227,28 @@ impl ObjectStore for std::sync::Arc<dyn ObjectStore> {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         (**self).list(prefix).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_store_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalDirStore::new(dir.path()).unwrap();
+        s.put("a/b/c.ts", Bytes::from_static(b"0123456789")).await.unwrap();
+        assert_eq!(s.head("a/b/c.ts").await.unwrap(), Some(10));
+        assert_eq!(&s.get_range("a/b/c.ts", 2..5).await.unwrap()[..], b"234");
+        assert!(matches!(s.get_range("a/b/c.ts", 5..11).await, Err(StoreError::BadRange { .. })));
+        assert!(matches!(s.get_range("nope", 0..1).await, Err(StoreError::NotFound(_))));
+        assert_eq!(s.list("a/").await.unwrap(), vec!["a/b/c.ts".to_string()]);
+        s.delete("a/b/c.ts").await.unwrap();
+        s.delete("a/b/c.ts").await.unwrap();
+        assert_eq!(s.head("a/b/c.ts").await.unwrap(), None);
+        for bad in ["../x", "/abs", "a//b", "a/./b", "a\\b", ""] {
+            assert!(matches!(s.put(bad, Bytes::new()).await, Err(StoreError::BadKey(_))), "{bad}");
+        }
     }
 }

@@ -73,7 +73,14 @@ impl Env {
     }
 
     pub fn serve(&self) -> Server {
-        Server::start(self.data())
+        Server::start(self.data(), &[])
+    }
+
+    /// Creates a camera of `user`; returns its ingest key.
+    pub fn camera_add(&self, user: &str, camera: &str) -> String {
+        let r = self.cli(&["camera", "add", "--user", user, camera]);
+        assert_eq!(r.code, 0, "camera add: {}", r.stderr);
+        r.stdout.lines().last().unwrap().trim().to_string()
     }
 }
 
@@ -84,11 +91,15 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(data: &Path) -> Server {
+    /// Starts `jitmux serve` on a free port (`--listen` in `extra` overrides it).
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let listen = if extra.contains(&"--listen") { vec![] } else { vec!["--listen", "127.0.0.1:0"] };
         let mut child = Command::new(BIN)
             .arg("--data-dir")
             .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(listen)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

@@ -3,6 +3,7 @@
 
 mod browser;
 mod common;
+mod live;
 mod media;
 mod robustness;
 mod stream;
