@@ -35,22 +35,22 @@ use crate::service::{ApiError, AppState};
 /// broadcast ended). Viewers also poll the catalog, so ingest on another node reaches them too.
 #[derive(Default)]
 pub struct LiveHub {
-    senders: Mutex<HashMap<i64, tokio::sync::watch::Sender<i64>>>,
+    senders: Mutex<HashMap<i64, tokio::sync::watch::Sender<Option<Recording>>>>,
 }
 
 impl LiveHub {
-    /// Announces that recording `id` changed at `updated_ms`.
-    pub fn notify(&self, id: i64, updated_ms: i64) {
+    /// Announces the new state of a recording (grown, or ended) to its viewers on this node.
+    pub fn notify(&self, rec: &Recording) {
         let mut m = self.senders.lock().unwrap();
-        if let Some(tx) = m.get(&id) {
-            tx.send_replace(updated_ms);
+        if let Some(tx) = m.get(&rec.id) {
+            tx.send_replace(Some(rec.clone()));
         }
         m.retain(|_, tx| tx.receiver_count() > 0);
     }
 
-    /// A receiver woken whenever recording `id` changes.
-    pub fn subscribe(&self, id: i64) -> tokio::sync::watch::Receiver<i64> {
-        self.senders.lock().unwrap().entry(id).or_insert_with(|| tokio::sync::watch::channel(0).0).subscribe()
+    /// A receiver holding the latest announced state of recording `id`.
+    pub fn subscribe(&self, id: i64) -> tokio::sync::watch::Receiver<Option<Recording>> {
+        self.senders.lock().unwrap().entry(id).or_insert_with(|| tokio::sync::watch::channel(None).0).subscribe()
     }
 }
 
@@ -345,9 +345,10 @@ async fn advance(state: &AppState, bc: &mut Broadcast) -> Result<(), ApiError> {
     bc.playlist = Some(pl);
     if ended && !bc.ended {
         bc.ended = true;
-        if let Some(rec) = &bc.rec {
+        if let Some(rec) = &mut bc.rec {
             state.catalog.end_live(rec.id).await?;
-            state.ingest.hub.notify(rec.id, now_ms());
+            rec.live = false;
+            state.ingest.hub.notify(rec);
             tracing::info!(recording = rec.id, "broadcast ended (EXT-X-ENDLIST)");
         }
         state.ingest.broadcasts.lock().unwrap().remove(&bc.camera.id);
@@ -429,7 +430,7 @@ async fn append(
         }
     };
     bc.appended.insert(name.to_string());
-    state.ingest.hub.notify(rec.id, rec.updated_ms);
+    state.ingest.hub.notify(&rec);
     bc.rec = Some(rec);
     Ok(())
 }
@@ -448,14 +449,15 @@ pub async fn sweep_idle(state: AppState) {
         let idle: Vec<(i64, Arc<tokio::sync::Mutex<Broadcast>>)> =
             state.ingest.broadcasts.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
         for (cam, bc) in idle {
-            let bc = bc.lock().await;
+            let mut bc = bc.lock().await;
             if bc.last_upload.elapsed() >= timeout {
-                if let Some(rec) = &bc.rec {
+                if let Some(rec) = &mut bc.rec {
                     if let Err(e) = state.catalog.end_live(rec.id).await {
                         tracing::warn!("ending idle broadcast: {e}");
                         continue;
                     }
-                    state.ingest.hub.notify(rec.id, now_ms());
+                    rec.live = false;
+                    state.ingest.hub.notify(rec);
                     tracing::info!(recording = rec.id, "broadcast ended (idle)");
                 }
                 state.ingest.broadcasts.lock().unwrap().remove(&cam);

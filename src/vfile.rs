@@ -48,7 +48,9 @@ pub struct LoadedRecording {
 
 /// Recently used layouts by recording (bounded LRU), plus transmuxed MPEG-TS chunks.
 pub struct LayoutCache {
-    layouts: Mutex<LruCache<(i64, i64), Arc<LoadedRecording>>>,
+    /// Built (or being built) layouts by (recording id, `updated_ms`): concurrent requests for
+    /// the same snapshot, such as every live viewer when a segment lands, build it once.
+    layouts: Mutex<LruCache<(i64, i64), Arc<tokio::sync::OnceCell<Arc<LoadedRecording>>>>>,
     /// Output chunks of recently used segments by object key, made once even when several
     /// requests (live viewers, a request's look-ahead) want them at the same time.
     segments: Mutex<LruCache<String, Arc<tokio::sync::OnceCell<SegChunks>>>>,
@@ -65,50 +67,50 @@ impl LayoutCache {
 
     /// Whether the layout of `rec` is cached.
     pub fn contains(&self, rec: &Recording) -> bool {
-        self.layouts.lock().unwrap().contains(&(rec.id, rec.updated_ms))
+        self.layouts.lock().unwrap().peek(&(rec.id, rec.updated_ms)).is_some_and(|c| c.initialized())
     }
 
     /// The layout of `rec`, from the cache or built from the catalog's sample indexes (reads no
     /// segment).
     pub async fn get_or_build(&self, catalog: &Catalog, rec: &Recording) -> Result<Arc<LoadedRecording>, BoxError> {
-        let key = (rec.id, rec.updated_ms);
-        if let Some(l) = self.layouts.lock().unwrap().get(&key) {
-            return Ok(l.clone());
-        }
-        let t0 = std::time::Instant::now();
-        let segs = catalog.segments(rec.id).await?;
-        let t_fetch = t0.elapsed();
-        let loaded = tokio::task::spawn_blocking(move || -> Result<LoadedRecording, BoxError> {
-            let t1 = std::time::Instant::now();
-            let mut inputs = Vec::with_capacity(segs.len());
-            for s in &segs {
-                let index = SegmentIndex::decode(&s.sample_index).map_err(|e| format!("segment {}: {e}", s.seq))?;
-                inputs.push(SegmentInput { index: Arc::new(index), join_before: s.join_before });
-            }
-            let t_decode = t1.elapsed();
-            let layout = Layout::build(&inputs)?;
-            tracing::debug!(
-                segments = segs.len(),
-                fetch_ms = t_fetch.as_secs_f64() * 1e3,
-                decode_ms = t_decode.as_secs_f64() * 1e3,
-                build_ms = (t1.elapsed() - t_decode).as_secs_f64() * 1e3,
-                "layout built"
-            );
-            let etag = crate::import::full_file_etag(
-                segs.iter().map(|s| (s.sha256.as_str(), s.sample_index.as_slice(), s.join_before)),
-            );
-            Ok(LoadedRecording {
-                head: Bytes::copy_from_slice(&layout.head),
-                layout,
-                etag,
-                object_keys: segs.into_iter().map(|s| s.object_key).collect(),
-            })
-        })
-        .await??;
-        let loaded = Arc::new(loaded);
-        self.layouts.lock().unwrap().put(key, loaded.clone());
-        Ok(loaded)
+        let cell = self.layouts.lock().unwrap().get_or_insert((rec.id, rec.updated_ms), Default::default).clone();
+        Ok(cell.get_or_try_init(|| build(catalog, rec)).await?.clone())
     }
+}
+
+/// Builds a recording's layout from the catalog's sample indexes (reads no segment).
+async fn build(catalog: &Catalog, rec: &Recording) -> Result<Arc<LoadedRecording>, BoxError> {
+    let t0 = std::time::Instant::now();
+    let segs = catalog.segments(rec.id).await?;
+    let t_fetch = t0.elapsed();
+    let loaded = tokio::task::spawn_blocking(move || -> Result<LoadedRecording, BoxError> {
+        let t1 = std::time::Instant::now();
+        let mut inputs = Vec::with_capacity(segs.len());
+        for s in &segs {
+            let index = SegmentIndex::decode(&s.sample_index).map_err(|e| format!("segment {}: {e}", s.seq))?;
+            inputs.push(SegmentInput { index: Arc::new(index), join_before: s.join_before });
+        }
+        let t_decode = t1.elapsed();
+        let layout = Layout::build(&inputs)?;
+        tracing::debug!(
+            segments = segs.len(),
+            fetch_ms = t_fetch.as_secs_f64() * 1e3,
+            decode_ms = t_decode.as_secs_f64() * 1e3,
+            build_ms = (t1.elapsed() - t_decode).as_secs_f64() * 1e3,
+            "layout built"
+        );
+        let etag = crate::import::full_file_etag(
+            segs.iter().map(|s| (s.sha256.as_str(), s.sample_index.as_slice(), s.join_before)),
+        );
+        Ok(LoadedRecording {
+            head: Bytes::copy_from_slice(&layout.head),
+            layout,
+            etag,
+            object_keys: segs.into_iter().map(|s| s.object_key).collect(),
+        })
+    })
+    .await??;
+    Ok(Arc::new(loaded))
 }
 
 /// Object key of the stored head (`ftyp` + `moov` + `mdat` header) of a full MP4 whose ETag
@@ -320,15 +322,17 @@ async fn produce_stream(state: &AppState, mut rec: Recording, start_s: Option<f6
         if !rec.live {
             return Ok(());
         }
-        // Wait for the recording to grow or end; the sender side closing (client gone) stops us.
+        // Wait for the recording to grow or end: announced in-process by ingest on this node,
+        // or seen in the catalog (ingest on another node). A closed receiver (client gone) stops us.
         loop {
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = tokio::time::sleep(LIVE_POLL) => {}
+            let now = tokio::select! {
+                _ = changes.changed() => changes.borrow_and_update().clone(),
+                _ = tokio::time::sleep(LIVE_POLL) => {
+                    Some(state.catalog.recording_by_id(rec.id).await?.ok_or("recording removed")?)
+                }
                 _ = tx.closed() => return Ok(()),
-            }
-            let now = state.catalog.recording_by_id(rec.id).await?.ok_or("recording removed")?;
-            if now.updated_ms != rec.updated_ms || now.live != rec.live {
+            };
+            if let Some(now) = now.filter(|n| n.updated_ms > rec.updated_ms || n.live != rec.live) {
                 rec = now;
                 break;
             }
