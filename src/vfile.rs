@@ -46,11 +46,14 @@ pub struct LoadedRecording {
     pub object_keys: Vec<String>,
 }
 
+/// A layout built once and shared.
+type LayoutCell = Arc<tokio::sync::OnceCell<Arc<LoadedRecording>>>;
+
 /// Recently used layouts by recording (bounded LRU), plus transmuxed MPEG-TS chunks.
 pub struct LayoutCache {
     /// Built (or being built) layouts by (recording id, `updated_ms`): concurrent requests for
     /// the same snapshot, such as every live viewer when a segment lands, build it once.
-    layouts: Mutex<LruCache<(i64, i64), Arc<tokio::sync::OnceCell<Arc<LoadedRecording>>>>>,
+    layouts: Mutex<LruCache<(i64, i64), LayoutCell>>,
     /// Output chunks of recently used segments by object key, made once even when several
     /// requests (live viewers, a request's look-ahead) want them at the same time.
     segments: Mutex<LruCache<String, Arc<tokio::sync::OnceCell<SegChunks>>>>,

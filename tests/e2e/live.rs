@@ -266,6 +266,6 @@ fn server_restart_during_a_broadcast_keeps_recordings_consistent() {
     }
     // Segments PUT while the server was down are lost; everything else is there, resumed into
     // the same recording.
-    assert!(frames >= 180 && frames <= 300, "{frames} frames in {recs:?}");
+    assert!((180..=300).contains(&frames), "{frames} frames in {recs:?}");
     assert_eq!(recs.len(), 1, "the broadcast resumed after the restart: {recs:?}");
 }
