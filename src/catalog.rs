@@ -376,6 +376,77 @@ impl Catalog {
             .collect())
     }
 
+    /// API tokens of a user: (name, created_ms, revoked_ms), oldest first.
+    pub async fn list_tokens(&self, user_id: i64) -> Result<Vec<(String, i64, Option<i64>)>> {
+        let rows = sqlx::query("SELECT name, created_ms, revoked_ms FROM tokens WHERE user_id = $1 ORDER BY id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Revokes the user's unrevoked tokens named `name`; returns how many.
+    pub async fn revoke_tokens(&self, user_id: i64, name: &str) -> Result<u64> {
+        let r =
+            sqlx::query("UPDATE tokens SET revoked_ms = $1 WHERE user_id = $2 AND name = $3 AND revoked_ms IS NULL")
+                .bind(now_ms())
+                .bind(user_id)
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The signing key used for new signed URLs, `(kid, secret)`: the newest unretired one, made
+    /// if there is none.
+    pub async fn current_signing_key(&self) -> Result<(String, Vec<u8>)> {
+        let row = sqlx::query(
+            "SELECT kid, secret_hex FROM signing_keys WHERE retired_ms IS NULL ORDER BY created_ms DESC, kid DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok((r.get(0), hex::decode(r.get::<String, _>(1)).unwrap_or_default())),
+            None => self.rotate_signing_key().await,
+        }
+    }
+
+    /// Adds a new signing key, which signs from now on; older keys still verify.
+    pub async fn rotate_signing_key(&self) -> Result<(String, Vec<u8>)> {
+        use rand::RngCore;
+        let mut secret = vec![0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let mut kid = [0u8; 6];
+        rand::rngs::OsRng.fill_bytes(&mut kid);
+        let kid = hex::encode(kid);
+        sqlx::query("INSERT INTO signing_keys (kid, secret_hex, created_ms) VALUES ($1, $2, $3)")
+            .bind(&kid)
+            .bind(hex::encode(&secret))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok((kid, secret))
+    }
+
+    /// The secret of unretired signing key `kid`.
+    pub async fn signing_key(&self, kid: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT secret_hex FROM signing_keys WHERE kid = $1 AND retired_ms IS NULL")
+            .bind(kid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| hex::decode(r.get::<String, _>(0)).ok()))
+    }
+
+    /// Retires signing key `kid`: links signed with it stop working. Returns whether it existed.
+    pub async fn retire_signing_key(&self, kid: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE signing_keys SET retired_ms = $1 WHERE kid = $2 AND retired_ms IS NULL")
+            .bind(now_ms())
+            .bind(kid)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// Sets a new ingest key for camera `camera_id` (replacing any previous one); returns the key
     /// (shown once; only its hash is stored).
     pub async fn new_ingest_key(&self, camera_id: i64) -> Result<String> {

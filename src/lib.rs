@@ -11,6 +11,7 @@
 //! - [`store`]: the object store trait and the local-directory implementation.
 //! - [`import`]: playlist → stored segments + catalog rows, all or nothing.
 //! - [`ingest`]: live ingest from encoders (ffmpeg HLS PUT) into growing live recordings.
+//! - [`share`]: signed URLs (HMAC-SHA256, rotating keys) for players and sharing.
 //! - [`service`], [`vfile`]: the HTTP API and the virtual MP4 entity served with `http-serve`.
 
 pub mod catalog;
@@ -18,5 +19,6 @@ pub mod format;
 pub mod import;
 pub mod ingest;
 pub mod service;
+pub mod share;
 pub mod store;
 pub mod vfile;

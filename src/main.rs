@@ -61,6 +61,27 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CameraCmd,
     },
+    /// Print a signed URL for a file of a user's tree (works without a token until it expires).
+    Share {
+        #[arg(long)]
+        user: String,
+        /// Tree path: /CAMERA/DAY/NAME.mp4 or /CAMERA/live.mp4.
+        path: String,
+        /// Lifetime: 90, 90s, 15m, 1h, 7d (at most 30 days).
+        #[arg(long, default_value = "1h")]
+        expires: String,
+        /// Allowed modes: file, stream or file,stream.
+        #[arg(long, default_value = "file,stream")]
+        modes: String,
+        /// Prefix for the printed URL, e.g. http://host:8080.
+        #[arg(long, default_value = "")]
+        base: String,
+    },
+    /// Manage signed-URL keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
     /// Import a bundled real camera clip for user `demo` and serve it.
     Demo {
         #[arg(long, env = "JITMUX_LISTEN", default_value = "127.0.0.1:8080")]
@@ -81,15 +102,36 @@ enum CameraCmd {
 
 #[derive(Subcommand)]
 enum UserCmd {
-    /// Create a user; prints an API token as the last line.
+    /// Create a user; prints an API token (named "default") as the last line.
     Add { name: String },
-    /// Add another API token for an existing user; prints it as the last line.
-    AddToken {
-        name: String,
-        /// A label for the token.
-        #[arg(long, default_value = "cli")]
-        label: String,
+    /// Manage a user's API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Add an API token; prints it as the last line (only its hash is kept).
+    Add {
+        user: String,
+        /// The token's name.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List the user's tokens (name, created, revoked).
+    List { user: String },
+    /// Revoke the user's tokens with this name.
+    Revoke { user: String, name: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Add a new signed-URL key; it signs from now on, older keys still verify.
+    Rotate,
+    /// Retire a signed-URL key: links signed with it stop working.
+    Retire { kid: String },
 }
 
 /// A failure with its exit code.
@@ -178,12 +220,61 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{token}");
             Ok(())
         }
-        Cmd::User { cmd: UserCmd::AddToken { name, label } } => {
+        Cmd::User { cmd: UserCmd::Token { cmd } } => {
+            let user_of = |name: String| {
+                let catalog = catalog.clone();
+                async move {
+                    catalog
+                        .user_by_name(&name)
+                        .await?
+                        .ok_or_else(|| Failure(EXIT_DATAERR, format!("unknown user {name:?}")))
+                }
+            };
+            match cmd {
+                TokenCmd::Add { user, name } => {
+                    println!("{}", catalog.add_token(user_of(user).await?.id, &name).await?)
+                }
+                TokenCmd::List { user } => {
+                    for (name, created, revoked) in catalog.list_tokens(user_of(user).await?.id).await? {
+                        println!(
+                            "{name}\tcreated {created}\t{}",
+                            revoked.map_or("active".into(), |r| format!("revoked {r}"))
+                        );
+                    }
+                }
+                TokenCmd::Revoke { user, name } => {
+                    let n = catalog.revoke_tokens(user_of(user).await?.id, &name).await?;
+                    if n == 0 {
+                        return Err(Failure(EXIT_DATAERR, format!("no active token named {name:?}")));
+                    }
+                    println!("revoked {n} token(s)");
+                }
+            }
+            Ok(())
+        }
+        Cmd::Share { user, path, expires, modes, base } => {
             let user = catalog
-                .user_by_name(&name)
+                .user_by_name(&user)
                 .await?
-                .ok_or_else(|| Failure(EXIT_DATAERR, format!("unknown user {name:?}")))?;
-            println!("{}", catalog.add_token(user.id, &label).await?);
+                .ok_or_else(|| Failure(EXIT_DATAERR, format!("unknown user {user:?}")))?;
+            let secs = jitmux::share::parse_duration_s(&expires)
+                .ok_or_else(|| Failure(2, format!("--expires {expires:?}: use 90, 90s, 15m, 1h or 7d")))?;
+            let (link, _) = jitmux::service::signed_link(&catalog, &user, &path, secs, &modes)
+                .await
+                .map_err(|e| Failure(EXIT_DATAERR, format!("{path}: {}", e.reason)))?;
+            println!("{base}{link}");
+            Ok(())
+        }
+        Cmd::Keys { cmd: KeysCmd::Rotate } => {
+            let (kid, _) = catalog.rotate_signing_key().await?;
+            println!("{kid}");
+            Ok(())
+        }
+        Cmd::Keys { cmd: KeysCmd::Retire { kid } } => {
+            if !catalog.retire_signing_key(&kid).await? {
+                return Err(Failure(EXIT_DATAERR, format!("no active key {kid:?}")));
+            }
+            println!("retired {kid}");
             Ok(())
         }
         Cmd::Demo { listen } => {

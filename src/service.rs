@@ -91,6 +91,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/files/", get(files))
         .route("/v1/files/{*path}", get(files))
         .route("/v1/ingest/{camera}/{file}", axum::routing::put(crate::ingest::put).post(crate::ingest::put))
+        .route("/v1/share", axum::routing::post(share))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -173,8 +174,13 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD"));
     }
-    let user = authenticate(state, req.headers()).await?;
     let (segs, _) = split_path(req.uri().path())?;
+    let query: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();
+    let user = if query.iter().any(|(k, _)| k == "sig") {
+        signed_user(state, &segs, &query).await?
+    } else {
+        authenticate(state, req.headers()).await?
+    };
     let json =
         req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
     let cat = &state.catalog;
@@ -188,15 +194,7 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
             let days = cat.list_days(cam.id).await?;
             Ok(listing(&format!("/{camera}/"), json, days.into_iter().map(Entry::dir).collect()))
         }
-        [camera, live] if live == "live.mp4" => {
-            let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
-            let rec = cat
-                .live_recording(cam.id)
-                .await?
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "camera is not broadcasting"))?;
-            serve_mp4(state, &user, rec, &req).await
-        }
-        [camera, day] => {
+        [camera, day] if day != "live.mp4" => {
             let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
             let recs = cat.list_recordings(cam.id, day).await?;
             if recs.is_empty() {
@@ -204,14 +202,107 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
             }
             Ok(listing(&format!("/{camera}/{day}/"), json, recs.iter().map(Entry::file).collect()))
         }
+        _ => {
+            let rec = resolve_file(cat, user.id, &segs).await?;
+            serve_mp4(state, &user, rec, &req).await
+        }
+    }
+}
+
+/// The recording a file path of the tree names: `[camera, day, NAME.mp4]`, or
+/// `[camera, live.mp4]` for the camera's current broadcast.
+pub async fn resolve_file(cat: &Catalog, user_id: i64, segs: &[String]) -> Result<Recording, ApiError> {
+    match segs {
+        [camera, live] if live == "live.mp4" => {
+            let cam = cat.camera(user_id, camera).await?.ok_or_else(ApiError::not_found)?;
+            cat.live_recording(cam.id)
+                .await?
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "camera is not broadcasting"))
+        }
         [camera, day, file] => {
             let name = file.strip_suffix(".mp4").ok_or_else(ApiError::not_found)?;
-            let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
-            let rec = cat.recording(cam.id, day, name).await?.ok_or_else(ApiError::not_found)?;
-            serve_mp4(state, &user, rec, &req).await
+            let cam = cat.camera(user_id, camera).await?.ok_or_else(ApiError::not_found)?;
+            cat.recording(cam.id, day, name).await?.ok_or_else(ApiError::not_found)
         }
         _ => Err(ApiError::not_found()),
     }
+}
+
+/// The user a signed URL acts for, after checking its signature, expiry and mode
+/// ([`crate::share`]). Refusals are 403 with the reason.
+async fn signed_user(state: &AppState, segs: &[String], query: &[(String, String)]) -> Result<User, ApiError> {
+    use crate::share::{Grant, ShareError, verify};
+    let forbid = |e: ShareError| ApiError::new(StatusCode::FORBIDDEN, e.to_string());
+    let get = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
+    let (Some(user), Some(exp), Some(modes), Some(kid), Some(sig)) =
+        (get("u"), get("exp"), get("modes"), get("kid"), get("sig"))
+    else {
+        return Err(forbid(ShareError::Incomplete));
+    };
+    let exp: i64 = exp.parse().map_err(|_| forbid(ShareError::BadSignature))?;
+    let secret = state.catalog.signing_key(kid).await?.ok_or_else(|| forbid(ShareError::UnknownKey))?;
+    let grant = Grant { user: user.to_string(), path: format!("/{}", segs.join("/")), exp, modes: modes.to_string() };
+    let mode = if get("mode") == Some("stream") { "stream" } else { "file" };
+    verify(&secret, &grant, sig, crate::catalog::now_ms() / 1000, mode).map_err(forbid)?;
+    state.catalog.user_by_name(user).await?.ok_or_else(|| forbid(ShareError::BadSignature))
+}
+
+/// A signed URL's path and query for `user`'s file at tree path `path`, valid for `expires_s`
+/// seconds in `modes`; checks that the file exists.
+pub async fn signed_link(
+    cat: &Catalog,
+    user: &User,
+    path: &str,
+    expires_s: i64,
+    modes: &str,
+) -> Result<(String, i64), ApiError> {
+    let (segs, _) = split_path(&format!("/v1/files/{}", path.trim_start_matches('/')))?;
+    resolve_file(cat, user.id, &segs).await?;
+    let modes = crate::share::canonical_modes(modes)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "modes must be 'file', 'stream' or both"))?;
+    if !(1..=30 * 86400).contains(&expires_s) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "expiry must be between 1 s and 30 days"));
+    }
+    let exp = crate::catalog::now_ms() / 1000 + expires_s;
+    let tree_path = format!("/{}", segs.join("/"));
+    let grant = crate::share::Grant { user: user.name.clone(), path: tree_path.clone(), exp, modes };
+    let (kid, secret) = cat.current_signing_key().await?;
+    let enc: Vec<String> = segs
+        .iter()
+        .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
+        .collect();
+    Ok((format!("/v1/files/{}?{}", enc.join("/"), crate::share::sign(&kid, &secret, &grant)), exp))
+}
+
+/// `POST /v1/share` body.
+#[derive(Debug, serde::Deserialize)]
+struct ShareRequest {
+    /// Tree path of the file, `/CAM/DAY/NAME.mp4` or `/CAM/live.mp4`.
+    path: String,
+    /// Lifetime in seconds (default 3600, at most 30 days).
+    expires_s: Option<i64>,
+    /// Allowed modes (default both).
+    modes: Option<Vec<String>>,
+}
+
+/// `POST /v1/share`: a signed URL for one of the caller's files.
+async fn share(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let user = authenticate(&state, &headers).await?;
+    let req: ShareRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("body must be JSON {{path, expires_s, modes}}: {e}"))
+    })?;
+    let modes = req.modes.map(|m| m.join(",")).unwrap_or_else(|| "file,stream".into());
+    let (link, exp) = signed_link(&state.catalog, &user, &req.path, req.expires_s.unwrap_or(3600), &modes).await?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    Ok(axum::Json(serde_json::json!({
+        "url": format!("http://{host}{link}"),
+        "path": link,
+        "expires": rfc3339(exp * 1000),
+    })))
 }
 
 async fn serve_mp4(

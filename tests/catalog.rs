@@ -18,7 +18,26 @@ async fn exercise(cat: &Catalog) {
     let t2 = cat.add_token(user.id, "second").await.unwrap();
     assert_eq!(cat.user_by_token(&t2).await.unwrap().unwrap().id, user.id);
 
+    assert_eq!(cat.revoke_tokens(user.id, "second").await.unwrap(), 1);
+    assert_eq!(cat.user_by_token(&t2).await.unwrap(), None, "revoked");
+    let tokens = cat.list_tokens(user.id).await.unwrap();
+    assert_eq!(
+        tokens.iter().map(|t| (t.0.as_str(), t.2.is_some())).collect::<Vec<_>>(),
+        [("default", false), ("second", true)]
+    );
+
+    let (k1, s1) = cat.current_signing_key().await.unwrap();
+    assert_eq!(cat.signing_key(&k1).await.unwrap(), Some(s1.clone()));
+    let (k2, _) = cat.rotate_signing_key().await.unwrap();
+    assert_eq!(cat.current_signing_key().await.unwrap().0, k2, "the newest key signs");
+    assert_eq!(cat.signing_key(&k1).await.unwrap(), Some(s1), "older keys still verify");
+    assert!(cat.retire_signing_key(&k1).await.unwrap());
+    assert_eq!(cat.signing_key(&k1).await.unwrap(), None);
+
     let cam = cat.camera_get_or_create(user.id, "front").await.unwrap();
+    let key = cat.new_ingest_key(cam.id).await.unwrap();
+    assert_eq!(cat.camera_by_ingest_key(&key).await.unwrap(), Some(cam.clone()));
+    assert_eq!(cat.user_by_token(&key).await.unwrap(), None, "an ingest key is no API token");
     assert_eq!(cat.camera_get_or_create(user.id, "front").await.unwrap(), cam);
     let seg = |seq| Segment {
         seq,
@@ -56,6 +75,7 @@ async fn exercise(cat: &Catalog) {
     assert_eq!((days[0].name.as_str(), days[0].len_bytes, days[0].duration_ms), ("2026-03-01", 246_912, 8000));
     let cams = cat.list_cameras(user.id).await.unwrap();
     assert_eq!((cams[0].name.as_str(), cams[0].len_bytes), ("front", 246_912));
+    assert_eq!(cat.live_recording(cam.id).await.unwrap(), None);
     cat.set_layout(r1.id, 99, 40, "v2-y", 2).await.unwrap();
     let r = cat.recording(cam.id, "2026-03-01", "10-00-00").await.unwrap().unwrap();
     assert_eq!((r.len_bytes, r.head_len_bytes, r.etag.as_str(), r.format_version), (99, 40, "v2-y", 2));
@@ -98,7 +118,7 @@ async fn postgres_catalog() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-    assert_eq!(tables, 6, "migrations created the five tables and _sqlx_migrations in {schema}");
+    assert_eq!(tables, 7, "migrations created the six tables and _sqlx_migrations in {schema}");
 }
 
 #[tokio::test]

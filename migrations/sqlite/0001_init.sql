@@ -60,3 +60,12 @@ CREATE TABLE segments (
     sample_index BLOB NOT NULL,
     PRIMARY KEY (recording_id, seq)
 );
+
+-- HMAC-SHA256 keys for signed URLs. The newest unretired key signs; every unretired key
+-- verifies, so rotating keeps unexpired links working until the old key is retired.
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    secret_hex TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    retired_ms BIGINT
+);

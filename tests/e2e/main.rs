@@ -1,6 +1,7 @@
 //! End-to-end tests of the `jitmux` binary: import real segment sets, serve them, and check the
 //! MP4s as a user's tools would (ffprobe, ffmpeg framemd5 against the source, HTTP ranges).
 
+mod access;
 mod browser;
 mod common;
 mod live;
