@@ -269,3 +269,110 @@ fn server_restart_during_a_broadcast_keeps_recordings_consistent() {
     assert!((180..=300).contains(&frames), "{frames} frames in {recs:?}");
     assert_eq!(recs.len(), 1, "the broadcast resumed after the restart: {recs:?}");
 }
+
+/// Sequence numbers of the `moof` boxes of a fragmented MP4.
+fn fragment_sequences(data: &[u8]) -> Vec<u32> {
+    let (mut p, mut out) = (0usize, Vec::new());
+    while p + 24 <= data.len() {
+        let size = u32::from_be_bytes(data[p..p + 4].try_into().unwrap()) as usize;
+        if &data[p + 4..p + 8] == b"moof" {
+            out.push(u32::from_be_bytes(data[p + 20..p + 24].try_into().unwrap()));
+        }
+        if size < 8 {
+            break;
+        }
+        p += size;
+    }
+    out
+}
+
+#[test]
+fn a_slow_live_viewer_skips_ahead_and_never_blocks_ingest() {
+    let env = Env::new("alice");
+    let key = env.camera_add("alice", "porch");
+    let dir = tempfile::tempdir().unwrap();
+    // 26 × 1 s segments of ~1 MB (8 Mb/s), more than socket buffers hold during a 16 s stall.
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-t", "26"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "8M", "-minrate", "8M", "-maxrate", "8M"])
+        .args([
+            "-bufsize",
+            "2M",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "0",
+        ])
+        .arg("-hls_segment_filename")
+        .arg(dir.path().join("seg_%05d.ts"))
+        .arg(dir.path().join("index.m3u8"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let server = env.serve();
+    let base = server.base.clone();
+    let token = env.token.clone();
+    let start_viewer = move || {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let addr = base.strip_prefix("http://").unwrap().to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /v1/files/porch/live.mp4?mode=stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        while line != "\r\n" {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+        }
+        let (mut body, mut stalled) = (Vec::new(), false);
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let n = usize::from_str_radix(line.trim(), 16).unwrap();
+            if n == 0 {
+                return body;
+            }
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            body.extend_from_slice(&chunk[..n]);
+            if !stalled {
+                stalled = true;
+                std::thread::sleep(Duration::from_secs(16)); // stops reading
+            }
+        }
+    };
+    let mut viewer = None;
+    let mut playlist = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n".to_string();
+    let t0 = Instant::now();
+    let mut late = Duration::ZERO;
+    for i in 0..26u32 {
+        let name = format!("seg_{i:05}.ts");
+        let started = Instant::now();
+        assert_eq!(put(&server.base, "porch", &name, &key, &std::fs::read(dir.path().join(&name)).unwrap()), 201);
+        playlist += &format!("#EXTINF:1.0,\n{name}\n");
+        let end = if i == 25 { "#EXT-X-ENDLIST\n" } else { "" };
+        assert_eq!(put(&server.base, "porch", "index.m3u8", &key, format!("{playlist}{end}").as_bytes()), 201);
+        late = late.max(started.elapsed());
+        if i == 1 {
+            viewer = Some(std::thread::spawn(start_viewer.clone()));
+        }
+        std::thread::sleep((t0 + Duration::from_secs(i as u64 + 1)).saturating_duration_since(Instant::now()));
+    }
+    assert!(late < Duration::from_millis(500), "ingest was slowed by the stalled viewer: {late:?}");
+    let body = viewer.unwrap().join().unwrap();
+    let seqs = fragment_sequences(&body);
+    assert!(seqs.windows(2).any(|w| w[1] > w[0] + 1), "the viewer skipped ahead: {seqs:?}");
+    assert_eq!(seqs.last(), Some(&26), "and followed to the end: {seqs:?}");
+    let f = dir.path().join("tail.mp4");
+    std::fs::write(&f, &body).unwrap();
+    assert_eq!(decode_errors(&f), "", "the stream stays decodable across the skip ({seqs:?})");
+}
