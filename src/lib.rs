@@ -10,6 +10,7 @@
 //! - [`catalog`]: users, tokens, cameras, recordings, segment indexes (SQLite or PostgreSQL).
 //! - [`store`]: the object store trait and the local-directory implementation.
 //! - [`import`]: playlist → stored segments + catalog rows, all or nothing.
+//! - [`instance`]: per-user program instances: caches, limits, storage scoped to the user.
 //! - [`ingest`]: live ingest from encoders (ffmpeg HLS PUT) into growing live recordings.
 //! - [`share`]: signed URLs (HMAC-SHA256, rotating keys) for players and sharing.
 //! - [`service`], [`vfile`]: the HTTP API and the virtual MP4 entity served with `http-serve`.
@@ -18,6 +19,7 @@ pub mod catalog;
 pub mod format;
 pub mod import;
 pub mod ingest;
+pub mod instance;
 pub mod service;
 pub mod share;
 pub mod store;

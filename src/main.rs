@@ -39,6 +39,15 @@ enum Cmd {
         /// Largest accepted ingest upload (one segment, init or playlist), bytes.
         #[arg(long, env = "JITMUX_INGEST_MAX_UPLOAD", default_value_t = 256 << 20)]
         ingest_max_upload: usize,
+        /// Concurrent quasi-streams and live tails per user (more get 429).
+        #[arg(long, env = "JITMUX_USER_MAX_STREAMS", default_value_t = 16)]
+        user_max_streams: usize,
+        /// Concurrent full-file downloads per user (more get 429).
+        #[arg(long, env = "JITMUX_USER_MAX_DOWNLOADS", default_value_t = 16)]
+        user_max_downloads: usize,
+        /// A user's program instance unused this many seconds is evicted.
+        #[arg(long, env = "JITMUX_USER_IDLE_EVICT", default_value_t = 300.0)]
+        user_idle_evict: f64,
     },
     /// Import an HLS media playlist (VOD or EVENT) as a recording; prints its path in the tree.
     Import {
@@ -173,10 +182,22 @@ async fn open(cli: &Cli) -> Result<(Catalog, Arc<LocalDirStore>), Failure> {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let (catalog, store) = open(&cli).await?;
     match cli.cmd {
-        Cmd::Serve { listen, ingest_idle_timeout, ingest_max_upload } => {
-            let idle = std::time::Duration::try_from_secs_f64(ingest_idle_timeout)
-                .map_err(|_| Failure(2, "--ingest-idle-timeout must be a positive number of seconds".into()))?;
-            let mut state = AppState::new(catalog, store, idle);
+        Cmd::Serve {
+            listen,
+            ingest_idle_timeout,
+            ingest_max_upload,
+            user_max_streams,
+            user_max_downloads,
+            user_idle_evict,
+        } => {
+            let secs = |v: f64, flag: &str| {
+                std::time::Duration::try_from_secs_f64(v)
+                    .map_err(|_| Failure(2, format!("{flag} must be a positive number of seconds")))
+            };
+            let idle = secs(ingest_idle_timeout, "--ingest-idle-timeout")?;
+            let evict = secs(user_idle_evict, "--user-idle-evict")?;
+            let limits = jitmux::instance::Limits { max_streams: user_max_streams, max_downloads: user_max_downloads };
+            let mut state = AppState::new(catalog, store, idle, limits, evict);
             Arc::get_mut(&mut state.ingest).expect("not shared yet").max_upload_bytes = ingest_max_upload;
             serve(state, listen).await
         }
@@ -300,7 +321,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             println!("download: curl -H 'Authorization: Bearer {token}' -o demo.mp4 {url}");
             println!("play:     ffplay -headers 'Authorization: Bearer {token}' {url}");
-            serve(AppState::new(catalog, store, std::time::Duration::from_secs(30)), listen).await
+            let state = AppState::new(
+                catalog,
+                store,
+                std::time::Duration::from_secs(30),
+                Default::default(),
+                std::time::Duration::from_secs(300),
+            );
+            serve(state, listen).await
         }
     }
 }
@@ -313,6 +341,7 @@ async fn serve(state: AppState, listen: SocketAddr) -> Result<(), Failure> {
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("listening on http://{}", listener.local_addr()?);
     tokio::spawn(jitmux::ingest::sweep_idle(state.clone()));
+    tokio::spawn(state.instances.clone().sweep());
     tokio::select! {
         r = jitmux::service::serve_on(listener, app(state)) => r?,
         _ = tokio::signal::ctrl_c() => {}

@@ -10,7 +10,6 @@
 //! Every request carries `Authorization: Bearer TOKEN` and sees only its user's tree. Errors
 //! are a status with a one-line `text/plain` reason.
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use axum::Router;
@@ -23,8 +22,9 @@ use axum::routing::get;
 use crate::catalog::{Catalog, DirSummary, Recording, User};
 use crate::format::mp4::FORMAT_VERSION;
 use crate::ingest::Ingest;
+use crate::instance::{Instances, Kind, Limits};
 use crate::store::{CountingStore, ObjectStore};
-use crate::vfile::{LayoutCache, Mp4File};
+use crate::vfile::Mp4File;
 
 /// Shared state of the service; cheap to clone.
 #[derive(Clone)]
@@ -33,19 +33,28 @@ pub struct AppState {
     pub store: Arc<dyn ObjectStore>,
     /// Read counters of `store`.
     pub store_stats: Arc<CountingStore<Arc<dyn ObjectStore>>>,
-    pub layouts: Arc<LayoutCache>,
+    /// Per-user program instances (caches, limits, scoped storage).
+    pub instances: Arc<Instances>,
     pub ingest: Arc<Ingest>,
 }
 
 impl AppState {
-    /// State over `catalog` and `store`; live broadcasts end after `idle_timeout` without uploads.
-    pub fn new(catalog: Catalog, store: Arc<dyn ObjectStore>, idle_timeout: std::time::Duration) -> Self {
+    /// State over `catalog` and `store`; live broadcasts end after `idle_timeout` without
+    /// uploads; user instances have `limits` and are evicted after `instance_idle`.
+    pub fn new(
+        catalog: Catalog,
+        store: Arc<dyn ObjectStore>,
+        idle_timeout: std::time::Duration,
+        limits: Limits,
+        instance_idle: std::time::Duration,
+    ) -> Self {
         let stats = Arc::new(CountingStore::new(store));
+        let store: Arc<dyn ObjectStore> = stats.clone();
         AppState {
             catalog,
-            store: stats.clone(),
+            store: store.clone(),
             store_stats: stats,
-            layouts: Arc::new(LayoutCache::new(NonZeroUsize::new(16).unwrap())),
+            instances: Arc::new(Instances::new(store, limits, instance_idle)),
             ingest: Arc::new(Ingest::new(idle_timeout)),
         }
     }
@@ -73,6 +82,9 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"jitmux\""));
         }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         r
     }
 }
@@ -92,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/files/{*path}", get(files))
         .route("/v1/ingest/{camera}/{file}", axum::routing::put(crate::ingest::put).post(crate::ingest::put))
         .route("/v1/share", axum::routing::post(share))
+        .route("/v1/me", get(me))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -103,9 +116,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = format!(
         "# HELP jitmux_store_reads_total Object store range reads.\n# TYPE jitmux_store_reads_total counter\n\
          jitmux_store_reads_total {}\n# HELP jitmux_store_read_bytes_total Bytes read from the object store.\n\
-         # TYPE jitmux_store_read_bytes_total counter\njitmux_store_read_bytes_total {}\n",
+         # TYPE jitmux_store_read_bytes_total counter\njitmux_store_read_bytes_total {}\n\
+         # HELP jitmux_instances_alive User program instances alive.\n# TYPE jitmux_instances_alive gauge\n\
+         jitmux_instances_alive {}\n# HELP jitmux_instances_created_total User program instances created.\n\
+         # TYPE jitmux_instances_created_total counter\njitmux_instances_created_total {}\n\
+         # HELP jitmux_instances_evicted_total User program instances evicted when idle.\n\
+         # TYPE jitmux_instances_evicted_total counter\njitmux_instances_evicted_total {}\n",
         state.store_stats.reads.load(Relaxed),
-        state.store_stats.read_bytes.load(Relaxed)
+        state.store_stats.read_bytes.load(Relaxed),
+        state.instances.alive(),
+        state.instances.created.load(Relaxed),
+        state.instances.evicted.load(Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
@@ -311,24 +332,42 @@ async fn serve_mp4(
     mut rec: Recording,
     req: &http::Request<()>,
 ) -> Result<Response, ApiError> {
+    let inst = state.instances.get(user);
     if rec.format_version != FORMAT_VERSION as i64 {
         // Laid out by an older version of this code: recompute size, head and ETag once.
-        let loaded = state.layouts.get_or_build(&state.catalog, &rec).await.map_err(internal)?;
+        let loaded = inst.layouts.get_or_build(&state.catalog, &rec).await.map_err(internal)?;
         rec.etag = loaded.etag.clone();
         rec.len_bytes = loaded.layout.len_bytes as i64;
         rec.head_len_bytes = loaded.head.len() as i64;
         rec.format_version = FORMAT_VERSION as i64;
         let key = crate::vfile::head_key(user.id, &rec.etag);
-        state.store.put(&key, loaded.head.clone()).await.map_err(internal)?;
+        inst.store.put(&key, loaded.head.clone()).await.map_err(internal)?;
         state.catalog.set_layout(rec.id, rec.len_bytes, rec.head_len_bytes, &rec.etag, rec.format_version).await?;
     }
+    let busy = |what: &str, n: usize| {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("too many concurrent {what} for this user (limit {n})"))
+    };
     if let Some(start_s) = stream_mode(req.uri().query())? {
-        let body = crate::vfile::stream_body(state.clone(), rec, start_s);
+        let slot = inst.try_slot(Kind::Stream).ok_or_else(|| busy("streams", inst.limits.max_streams))?;
+        let body = crate::vfile::stream_body(state.clone(), inst, slot, rec, start_s);
         return Ok(([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, "no-store")], body).into_response());
     }
-    let entity = Mp4File::new(state.clone(), user.id, rec);
+    let slot = inst.try_slot(Kind::Download).ok_or_else(|| busy("downloads", inst.limits.max_downloads))?;
+    let entity = Mp4File::new(state.clone(), inst, slot, rec);
     let resp = http_serve::serve(entity, req);
     Ok(resp.map(Body::new))
+}
+
+/// `GET /v1/me`: the caller's instance: limits and what is in flight.
+async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let user = authenticate(&state, &headers).await?;
+    let inst = state.instances.get(&user);
+    Ok(axum::Json(serde_json::json!({
+        "user": user.name,
+        "limits": inst.limits,
+        "active": { "streams": inst.active(Kind::Stream), "downloads": inst.active(Kind::Download) },
+        "instance": { "created": rfc3339(inst.created_ms) },
+    })))
 }
 
 /// Parses `mode=stream|file` and `start=SECONDS`; `Some(start)` for the quasi-stream.

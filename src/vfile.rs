@@ -24,7 +24,9 @@ use crate::catalog::{Catalog, Recording};
 use crate::format::frag;
 use crate::format::index::{Container, SegmentIndex};
 use crate::format::mp4::{Layout, SegmentInput};
+use crate::instance::{Slot, UserInstance};
 use crate::service::AppState;
+use crate::store::ObjectStore;
 
 /// Boxed error type of body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -126,13 +128,15 @@ pub fn head_key(user_id: i64, etag: &str) -> String {
 /// One recording served as a full MP4.
 pub struct Mp4File {
     state: AppState,
-    user_id: i64,
+    inst: Arc<UserInstance>,
     rec: Recording,
+    /// The user's download slot, held until every body made from this entity is done.
+    slot: Arc<Slot>,
 }
 
 impl Mp4File {
-    pub fn new(state: AppState, user_id: i64, rec: Recording) -> Self {
-        Mp4File { state, user_id, rec }
+    pub fn new(state: AppState, inst: Arc<UserInstance>, slot: Slot, rec: Recording) -> Self {
+        Mp4File { state, inst, rec, slot: Arc::new(slot) }
     }
 }
 
@@ -148,9 +152,10 @@ impl http_serve::Entity for Mp4File {
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_PIECES);
         let state = self.state.clone();
         let rec = self.rec.clone();
-        let user_id = self.user_id;
+        let (inst, slot) = (self.inst.clone(), self.slot.clone());
         tokio::spawn(async move {
-            if let Err(e) = produce(&state, user_id, &rec, range, &tx).await {
+            let _slot = slot;
+            if let Err(e) = produce(&state, &inst, &rec, range, &tx).await {
                 tracing::warn!(recording = rec.id, "body production failed: {e}");
                 let _ = tx.send(Err(e)).await;
             }
@@ -179,16 +184,23 @@ type Tx = tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>;
 ///
 /// Bytes of the head come from the stored head object unless the layout is already cached;
 /// the layout, needed for `mdat` bytes, is built concurrently meanwhile.
-async fn produce(state: &AppState, user_id: i64, rec: &Recording, range: Range<u64>, tx: &Tx) -> Result<(), BoxError> {
+async fn produce(
+    state: &AppState,
+    inst: &Arc<UserInstance>,
+    rec: &Recording,
+    range: Range<u64>,
+    tx: &Tx,
+) -> Result<(), BoxError> {
+    let user_id = inst.user.id;
     let head_len = rec.head_len_bytes as u64;
     let mut pos = range.start;
-    if pos < head_len && !state.layouts.contains(rec) {
+    if pos < head_len && !inst.layouts.contains(rec) {
         let build = (range.end > head_len).then(|| {
-            let (state, rec) = (state.clone(), rec.clone());
-            tokio::spawn(async move { state.layouts.get_or_build(&state.catalog, &rec).await })
+            let (state, inst, rec) = (state.clone(), inst.clone(), rec.clone());
+            tokio::spawn(async move { inst.layouts.get_or_build(&state.catalog, &rec).await })
         });
         let end = range.end.min(head_len);
-        match state.store.get_range(&head_key(user_id, &rec.etag), pos..end).await {
+        match inst.store.get_range(&head_key(user_id, &rec.etag), pos..end).await {
             Ok(head) => {
                 for off in (0..head.len()).step_by(PIECE_BYTES as usize) {
                     let piece = head.slice(off..head.len().min(off + PIECE_BYTES as usize));
@@ -208,7 +220,7 @@ async fn produce(state: &AppState, user_id: i64, rec: &Recording, range: Range<u
             return Ok(());
         }
     }
-    let loaded = state.layouts.get_or_build(&state.catalog, rec).await?;
+    let loaded = inst.layouts.get_or_build(&state.catalog, rec).await?;
     if loaded.layout.len_bytes != rec.len_bytes as u64 || loaded.etag != rec.etag {
         return Err(format!("recording {} changed while being served", rec.id).into());
     }
@@ -219,7 +231,7 @@ async fn produce(state: &AppState, user_id: i64, rec: &Recording, range: Range<u
         pos = end;
     }
     file_pieces(&loaded.layout, pos..range.end, &mut pieces);
-    send_pieces(state, &loaded, futures::stream::iter(pieces), false, tx).await.map(|_| ())
+    send_pieces(inst, &loaded, futures::stream::iter(pieces), false, tx).await.map(|_| ())
 }
 
 /// Appends the pieces of `range` (inside the `mdat` payload) of the full file: at most
@@ -241,13 +253,13 @@ fn file_pieces(layout: &Layout, range: Range<u64>, pieces: &mut Vec<Piece>) {
 /// through the node's segment cache (one store read per segment for all concurrent viewers)
 /// rather than reading exactly the piece. Ok(false) when the receiver is gone.
 async fn send_pieces(
-    state: &AppState,
+    inst: &UserInstance,
     loaded: &LoadedRecording,
     pieces: impl Stream<Item = Piece>,
     shared: bool,
     tx: &Tx,
 ) -> Result<bool, BoxError> {
-    let mut stream = std::pin::pin!(pieces.map(|p| fetch_piece(state, loaded, p, shared)).buffered(LOOKAHEAD));
+    let mut stream = std::pin::pin!(pieces.map(|p| fetch_piece(inst, loaded, p, shared)).buffered(LOOKAHEAD));
     while let Some(piece) = stream.next().await {
         if tx.send(Ok(piece?)).await.is_err() {
             return Ok(false);
@@ -263,10 +275,19 @@ async fn send_pieces(
 /// For a live recording it is the live tail: without `start_s` it starts at the newest segment
 /// that begins with a sync sample (the latest GOP, at once), then sends a fragment as each new
 /// segment lands, and ends when the broadcast ends.
-pub fn stream_body(state: AppState, rec: Recording, start_s: Option<f64>) -> axum::body::Body {
+///
+/// `slot` (the user's stream slot) is held until the stream ends or the client goes away.
+pub fn stream_body(
+    state: AppState,
+    inst: Arc<UserInstance>,
+    slot: Slot,
+    rec: Recording,
+    start_s: Option<f64>,
+) -> axum::body::Body {
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_PIECES);
     tokio::spawn(async move {
-        if let Err(e) = produce_stream(&state, rec.clone(), start_s, &tx).await {
+        let _slot = slot;
+        if let Err(e) = produce_stream(&state, &inst, rec.clone(), start_s, &tx).await {
             tracing::warn!(recording = rec.id, "stream production failed: {e}");
             let _ = tx.send(Err(e)).await;
         }
@@ -284,10 +305,16 @@ pub const MAX_BEHIND_SEGMENTS: u32 = 4;
 /// another node).
 const LIVE_POLL: Duration = Duration::from_secs(1);
 
-async fn produce_stream(state: &AppState, mut rec: Recording, start_s: Option<f64>, tx: &Tx) -> Result<(), BoxError> {
+async fn produce_stream(
+    state: &AppState,
+    inst: &Arc<UserInstance>,
+    mut rec: Recording,
+    start_s: Option<f64>,
+    tx: &Tx,
+) -> Result<(), BoxError> {
     // Subscribe before reading, so no append between the two is missed.
     let mut changes = state.ingest.hub.subscribe(rec.id);
-    let mut loaded = state.layouts.get_or_build(&state.catalog, &rec).await?;
+    let mut loaded = inst.layouts.get_or_build(&state.catalog, &rec).await?;
     if tx.send(Ok(Bytes::from(frag::init_segment(&loaded.layout)))).await.is_err() {
         return Ok(());
     }
@@ -316,7 +343,7 @@ async fn produce_stream(state: &AppState, mut rec: Recording, start_s: Option<f6
                 }
                 futures::stream::iter(pieces)
             });
-            if !send_pieces(state, &loaded, pieces, true, tx).await? {
+            if !send_pieces(inst, &loaded, pieces, true, tx).await? {
                 return Ok(());
             }
             next = n;
@@ -340,7 +367,7 @@ async fn produce_stream(state: &AppState, mut rec: Recording, start_s: Option<f6
                 break;
             }
         }
-        loaded = state.layouts.get_or_build(&state.catalog, &rec).await?;
+        loaded = inst.layouts.get_or_build(&state.catalog, &rec).await?;
     }
 }
 
@@ -370,7 +397,7 @@ enum Piece {
 }
 
 async fn fetch_piece(
-    state: &AppState,
+    inst: &UserInstance,
     loaded: &LoadedRecording,
     piece: Piece,
     shared: bool,
@@ -385,10 +412,10 @@ async fn fetch_piece(
     match seg.container {
         Container::Fmp4 if !shared => {
             let start = seg.tracks[c.track as usize].chunks[c.chunk as usize].src_start + off;
-            Ok(state.store.get_range(key, start..start + n).await?)
+            Ok(inst.store.get_range(key, start..start + n).await?)
         }
         _ => {
-            let bytes = segment_chunk(state, key, seg, c.track, c.chunk).await?;
+            let bytes = segment_chunk(inst, key, seg, c.track, c.chunk).await?;
             Ok(bytes.slice(off as usize..(off + n) as usize))
         }
     }
@@ -402,22 +429,22 @@ type SegChunks = Arc<Vec<Vec<Bytes>>>;
 /// fMP4): the output visits a segment's chunks one after another, and concurrent callers (live
 /// viewers, a request's look-ahead) share that one read.
 async fn segment_chunk(
-    state: &AppState,
+    inst: &UserInstance,
     key: &str,
     seg: &Arc<SegmentIndex>,
     track: u8,
     chunk: u32,
 ) -> Result<Bytes, BoxError> {
-    let cell = state.layouts.segments.lock().unwrap().get_or_insert(key.to_string(), Default::default).clone();
-    let chunks = cell.get_or_try_init(|| make_segment_chunks(state, key, seg.clone())).await?;
+    let cell = inst.layouts.segments.lock().unwrap().get_or_insert(key.to_string(), Default::default).clone();
+    let chunks = cell.get_or_try_init(|| make_segment_chunks(inst, key, seg.clone())).await?;
     Ok(chunks[track as usize][chunk as usize].clone())
 }
 
-async fn make_segment_chunks(state: &AppState, key: &str, seg: Arc<SegmentIndex>) -> Result<SegChunks, BoxError> {
+async fn make_segment_chunks(inst: &UserInstance, key: &str, seg: Arc<SegmentIndex>) -> Result<SegChunks, BoxError> {
     let chunks = || seg.tracks.iter().flat_map(|t| t.chunks.iter());
     let lo = chunks().map(|c| c.src_start).min().expect("segment has chunks");
     let hi = chunks().map(|c| c.src_end).max().expect("segment has chunks");
-    let src = state.store.get_range(key, lo..hi).await?;
+    let src = inst.store.get_range(key, lo..hi).await?;
     if seg.container == Container::Fmp4 {
         let made = seg
             .tracks

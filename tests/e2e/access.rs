@@ -150,3 +150,71 @@ fn chromium_plays_a_signed_url_with_no_header() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Opens a quasi-stream and keeps it open without reading past the headers.
+fn hold_stream(base: &str, path: &str, token: &str) -> (std::net::TcpStream, String) {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /v1/files{path}?mode=stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n").unwrap();
+    let mut head = vec![0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+fn metric(base: &str, name: &str) -> u64 {
+    let body = String::from_utf8(request("GET", &format!("{base}/metrics"), &[]).body).unwrap();
+    body.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap().parse().unwrap()
+}
+
+#[test]
+fn per_user_limits_me_and_instance_eviction() {
+    let env = Env::new("alice");
+    let bob = env.add_user("bob");
+    // A 20-minute recording (s01 twenty times over), so a stream outlasts the socket buffers.
+    let long = tempfile::tempdir().unwrap();
+    let mut pl = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n".to_string();
+    for rep in 0..20 {
+        if rep > 0 {
+            pl += "#EXT-X-DISCONTINUITY\n";
+        }
+        for i in 0..30 {
+            pl += &format!("#EXTINF:2.0,\nseg_{i:05}.ts\n");
+        }
+    }
+    pl += "#EXT-X-ENDLIST\n";
+    for i in 0..30 {
+        let name = format!("seg_{i:05}.ts");
+        std::fs::copy(fixture("s01_h264_aac_ts_2s").join(&name), long.path().join(&name)).unwrap();
+    }
+    std::fs::write(long.path().join("index.m3u8"), pl).unwrap();
+    let a = env.import("alice", "front", &long.path().join("index.m3u8"));
+    let b = env.import("bob", "back", &fixture("s02_h264_aac_fmp4_2s").join("index.m3u8"));
+    let server = Server::start(env.data(), &["--user-max-streams", "1", "--user-idle-evict", "1"]);
+    let before = get(&server.url(&a), &env.token).body;
+
+    let (held, status) = hold_stream(&server.base, &a, &env.token);
+    assert!(status.contains(" 200"), "{status}");
+    let r = get(&format!("{}?mode=stream", server.url(&a)), &env.token);
+    assert_eq!(r.status, 429, "a second stream of alice's");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(get(&format!("{}?mode=stream", server.url(&b)), &bob).status, 200, "bob is not limited by alice");
+    assert_eq!(get(&server.url(&a), &env.token).status, 200, "downloads have their own limit");
+    let me: serde_json::Value =
+        serde_json::from_slice(&get(&format!("{}/v1/me", server.base), &env.token).body).unwrap();
+    assert_eq!(me["user"], "alice");
+    assert_eq!(me["limits"]["max_streams"], 1);
+    assert_eq!(me["active"]["streams"], 1);
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(get(&format!("{}?mode=stream", server.url(&a)), &env.token).status, 200, "slot freed by disconnect");
+
+    // Idle instances are evicted and re-created with no change in the bytes served.
+    let created = metric(&server.base, "jitmux_instances_created_total");
+    assert!(created >= 2);
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    assert!(metric(&server.base, "jitmux_instances_evicted_total") >= 2);
+    assert_eq!(metric(&server.base, "jitmux_instances_alive"), 0);
+    assert!(get(&server.url(&a), &env.token).body == before);
+    assert_eq!(metric(&server.base, "jitmux_instances_created_total"), created + 1);
+}
