@@ -10,6 +10,8 @@
   3. Time to first byte of a quasi-stream of an archived recording: first body byte (init) and
      first fragment, cold and warm.
   4. Server RSS with 1000 concurrent quasi-stream viewers that read slowly (64 KiB/s each).
+  5. Fairness: user B's time to the first 64 KiB of its file, idle and while user A runs 50
+     parallel full downloads in a loop (A's requests past its download limit get 429 and retry).
 
 Usage: bench/live_bench.py   (builds nothing; needs target/release/jitmux and ffmpeg)
 """
@@ -46,8 +48,10 @@ def make_segments(d, secs, freq):
 
 class Server:
     def __init__(self, data):
+        # Fan-out scenarios: one user with 200-1000 viewers, far above the default stream limit.
         self.p = subprocess.Popen([BIN, "--data-dir", data, "serve", "--listen", "127.0.0.1:0",
-                                   "--ingest-idle-timeout", "30"], stdout=subprocess.PIPE, text=True,
+                                   "--ingest-idle-timeout", "30", "--user-max-streams", "2000"],
+                                  stdout=subprocess.PIPE, text=True,
                                   env={**os.environ, "RUST_LOG": "warn"})
         line = self.p.stdout.readline()
         self.host, self.port = line.split("http://")[1].strip().split(":")
@@ -205,6 +209,45 @@ async def main():
         print(f"  idle RSS {base:.1f} MiB; peak RSS over 10 s {peak:.1f} MiB; viewers streaming: {started}")
         for t in tasks:
             t.cancel()
+        await asyncio.sleep(1)
+
+        print("== fairness: user B's first 64 KiB while user A runs 50 parallel downloads")
+        token_b = cli(DATA, "user", "add", "other")
+        path_b = cli(DATA, "import", "--user", "other", "--camera", "b",
+                     os.path.join(ROOT, "fixtures/sets/s02_h264_aac_fmp4_2s/index.m3u8"))
+
+        async def first_64k():
+            # A separate client process, so the load generator's own event loop is not measured.
+            p = await asyncio.create_subprocess_exec(
+                "curl", "-s", "-o", "/dev/null", "-r", "0-65535", "-H", f"Authorization: Bearer {token_b}",
+                "-w", "%{time_total}", f"http://{srv.host}:{srv.port}/v1/files{path_b}",
+                stdout=asyncio.subprocess.PIPE)
+            out, _ = await p.communicate()
+            return float(out) * 1000
+
+        idle = [await first_64k() for _ in range(30)]
+        stop = False
+        counts = {"200": 0, "429": 0}
+
+        async def hog():
+            while not stop:
+                st, _ = await http(srv, "GET", f"/v1/files{path}", {"Authorization": f"Bearer {token}"})
+                counts[str(st)] = counts.get(str(st), 0) + 1
+                if st == 429:
+                    await asyncio.sleep(1)
+
+        hogs = [asyncio.create_task(hog()) for _ in range(50)]
+        await asyncio.sleep(1)
+        loaded = []
+        for _ in range(30):
+            loaded.append(await first_64k())
+            await asyncio.sleep(0.05)
+        stop = True
+        await asyncio.gather(*hogs)
+        print(f"  idle   median {statistics.median(idle):6.2f} ms  p95 {pct(idle, .95):6.2f} ms")
+        print(f"  loaded median {statistics.median(loaded):6.2f} ms  p95 {pct(loaded, .95):6.2f} ms  "
+              f"(ratio of medians {statistics.median(loaded) / statistics.median(idle):.2f}x; user A's "
+              f"responses: {counts['200']} x 200, {counts['429']} x 429)")
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -29,11 +29,14 @@ pub struct Limits {
     pub max_streams: usize,
     /// Concurrent full-file GET bodies.
     pub max_downloads: usize,
+    /// Pieces (reads, transmuxes) made at once for all of the user's bodies together: a user
+    /// with many parallel downloads shares this many workers, so others keep their share.
+    pub max_workers: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_streams: 16, max_downloads: 16 }
+        Limits { max_streams: 16, max_downloads: 16, max_workers: 2 }
     }
 }
 
@@ -83,6 +86,8 @@ pub struct UserInstance {
     pub limits: Limits,
     streams: Arc<Semaphore>,
     downloads: Arc<Semaphore>,
+    /// Workers making body pieces for this user (see [`Limits::max_workers`]).
+    pub workers: Semaphore,
     last_used: Mutex<Instant>,
     /// When it was created, unix ms.
     pub created_ms: i64,
@@ -163,6 +168,7 @@ impl Instances {
                     limits: self.limits,
                     streams: Arc::new(Semaphore::new(self.limits.max_streams)),
                     downloads: Arc::new(Semaphore::new(self.limits.max_downloads)),
+                    workers: Semaphore::new(self.limits.max_workers.max(1)),
                     last_used: Mutex::new(Instant::now()),
                     created_ms: crate::catalog::now_ms(),
                 })
@@ -226,7 +232,7 @@ mod tests {
     fn limits_and_eviction() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(crate::store::LocalDirStore::new(dir.path()).unwrap());
-        let limits = Limits { max_streams: 2, max_downloads: 1 };
+        let limits = Limits { max_streams: 2, max_downloads: 1, max_workers: 1 };
         let inst = Instances::new(store, limits, Duration::ZERO);
         let a = inst.get(&user(1));
         let s1 = a.try_slot(Kind::Stream).unwrap();

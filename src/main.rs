@@ -45,6 +45,9 @@ enum Cmd {
         /// Concurrent full-file downloads per user (more get 429).
         #[arg(long, env = "JITMUX_USER_MAX_DOWNLOADS", default_value_t = 16)]
         user_max_downloads: usize,
+        /// Pieces made at once for all of a user's bodies together (fair share between users).
+        #[arg(long, env = "JITMUX_USER_MAX_WORKERS", default_value_t = 2)]
+        user_max_workers: usize,
         /// A user's program instance unused this many seconds is evicted.
         #[arg(long, env = "JITMUX_USER_IDLE_EVICT", default_value_t = 300.0)]
         user_idle_evict: f64,
@@ -188,6 +191,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             ingest_max_upload,
             user_max_streams,
             user_max_downloads,
+            user_max_workers,
             user_idle_evict,
         } => {
             let secs = |v: f64, flag: &str| {
@@ -196,7 +200,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             let idle = secs(ingest_idle_timeout, "--ingest-idle-timeout")?;
             let evict = secs(user_idle_evict, "--user-idle-evict")?;
-            let limits = jitmux::instance::Limits { max_streams: user_max_streams, max_downloads: user_max_downloads };
+            let limits = jitmux::instance::Limits {
+                max_streams: user_max_streams,
+                max_downloads: user_max_downloads,
+                max_workers: user_max_workers,
+            };
             let mut state = AppState::new(catalog, store, idle, limits, evict);
             Arc::get_mut(&mut state.ingest).expect("not shared yet").max_upload_bytes = ingest_max_upload;
             serve(state, listen).await

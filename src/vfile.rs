@@ -402,6 +402,11 @@ async fn fetch_piece(
     piece: Piece,
     shared: bool,
 ) -> Result<Bytes, BoxError> {
+    // Reading and transmuxing take one of the user's workers; static bytes need none.
+    let _worker = match &piece {
+        Piece::Static(_) => None,
+        Piece::Chunk { .. } => Some(inst.workers.acquire().await.expect("never closed")),
+    };
     let (ci, off, n) = match piece {
         Piece::Static(b) => return Ok(b),
         Piece::Chunk { ci, off, n } => (ci, off, n),
