@@ -3,6 +3,7 @@
 #   ffmpeg/ffprobe  media checks (tests/tools/validate.py: framemd5 against the source)
 #   curl            resume check (curl -C -)
 #   chromium        browser playback check (tests/tools/browser_play.js via playwright-core)
+#   schemathesis    API fuzzing against the generated OpenAPI description (PyPI)
 #   PostgreSQL      catalog tests on the second backend (JITMUX_TEST_PG; the machine runs one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 (cd tests/tools && npm ci --silent --no-audit --no-fund)
+# schemathesis: property-based checks of the API against /v1/openapi.json
+command -v st >/dev/null || python3 -m pip install -q --disable-pip-version-check schemathesis==4.32.5
 
 export JITMUX_TEST_PG=${JITMUX_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}
 export JITMUX_BROWSER_TEST=1

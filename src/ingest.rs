@@ -138,6 +138,26 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// `PUT /v1/ingest/{camera}/{file}`: one upload of ffmpeg's HLS muxer.
+#[utoipa::path(
+    put,
+    path = "/v1/ingest/{camera}/{file}",
+    tag = "ingest",
+    params(
+        ("camera" = String, Path, description = "Camera name; the ingest key must be this camera's"),
+        ("file" = String, Path, description = "index.m3u8 (playlist), init.mp4 (fMP4 init), NAME.ts or NAME.m4s (segment)"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file, possibly chunked"),
+    responses(
+        (status = 201, description = "Accepted"),
+        (status = 400, description = "Bad file name or interrupted upload", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or invalid ingest key", body = String, content_type = "text/plain"),
+        (status = 403, description = "The key writes to another camera", body = String, content_type = "text/plain"),
+        (status = 413, description = "Upload too large", body = String, content_type = "text/plain"),
+        (status = 415, description = "Not a playlist, init or segment", body = String, content_type = "text/plain"),
+        (status = 422, description = "Unparsable, or a codec change mid-broadcast", body = String, content_type = "text/plain"),
+    ),
+    security(("ingest_key" = []))
+)]
 pub async fn put(
     State(state): State<AppState>,
     Path((camera, file)): Path<(String, String)>,

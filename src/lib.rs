@@ -20,6 +20,7 @@ pub mod format;
 pub mod import;
 pub mod ingest;
 pub mod instance;
+pub mod openapi;
 pub mod service;
 pub mod share;
 pub mod store;

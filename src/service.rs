@@ -105,6 +105,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/ingest/{camera}/{file}", axum::routing::put(crate::ingest::put).post(crate::ingest::put))
         .route("/v1/share", axum::routing::post(share))
         .route("/v1/me", get(me))
+        .route("/v1/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -182,6 +183,30 @@ fn split_path(raw: &str) -> Result<(Vec<String>, bool), ApiError> {
     Ok((out, trailing_slash))
 }
 
+/// The caller's virtual file tree: directories (JSON or HTML listings) and recordings as MP4.
+#[utoipa::path(
+    get,
+    path = "/v1/files/{path}",
+    tag = "files",
+    params(
+        ("path" = String, Path, description = "Tree path: '', CAMERA, CAMERA/DAY, CAMERA/DAY/NAME.mp4 or CAMERA/live.mp4"),
+        ("mode" = Option<String>, Query, description = "'file' (default) or 'stream' (fragmented MP4, sent as made)"),
+        ("start" = Option<f64>, Query, description = "With mode=stream: start at the sync sample at or before this time, seconds"),
+        ("sig" = Option<String>, Query, description = "Signed URL signature (with u, exp, modes, kid): no Authorization needed"),
+    ),
+    responses(
+        (status = 200, description = "A listing (application/json with Accept: application/json, else text/html) or the MP4 (video/mp4)", body = Listing),
+        (status = 206, description = "A byte range of the MP4 (RFC 9110 §14)"),
+        (status = 304, description = "Not modified (If-None-Match / If-Modified-Since)"),
+        (status = 400, description = "Bad path or query", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or invalid token", body = String, content_type = "text/plain"),
+        (status = 403, description = "Signed URL refused", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such file or directory", body = String, content_type = "text/plain"),
+        (status = 416, description = "Range not satisfiable"),
+        (status = 429, description = "Too many concurrent streams or downloads for this user; see Retry-After", body = String, content_type = "text/plain"),
+    ),
+    security(("bearer" = []), ())
+)]
 async fn files(State(state): State<AppState>, req: Request) -> Response {
     match files_inner(&state, req).await {
         Ok(r) => r,
@@ -296,8 +321,8 @@ pub async fn signed_link(
 }
 
 /// `POST /v1/share` body.
-#[derive(Debug, serde::Deserialize)]
-struct ShareRequest {
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct ShareRequest {
     /// Tree path of the file, `/CAM/DAY/NAME.mp4` or `/CAM/live.mp4`.
     path: String,
     /// Lifetime in seconds (default 3600, at most 30 days).
@@ -306,7 +331,31 @@ struct ShareRequest {
     modes: Option<Vec<String>>,
 }
 
+/// A signed URL.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ShareResponse {
+    /// Absolute URL (host from the request's Host header).
+    pub url: String,
+    /// Path and query of the URL.
+    pub path: String,
+    /// Expiry, RFC 3339.
+    pub expires: String,
+}
+
 /// `POST /v1/share`: a signed URL for one of the caller's files.
+#[utoipa::path(
+    post,
+    path = "/v1/share",
+    tag = "share",
+    request_body = ShareRequest,
+    responses(
+        (status = 200, description = "The signed URL", body = ShareResponse),
+        (status = 400, description = "Bad body, path, modes or expiry", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or invalid token", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such file", body = String, content_type = "text/plain"),
+    ),
+    security(("bearer" = []))
+)]
 async fn share(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -319,11 +368,14 @@ async fn share(
     let modes = req.modes.map(|m| m.join(",")).unwrap_or_else(|| "file,stream".into());
     let (link, exp) = signed_link(&state.catalog, &user, &req.path, req.expires_s.unwrap_or(3600), &modes).await?;
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    Ok(axum::Json(serde_json::json!({
-        "url": format!("http://{host}{link}"),
-        "path": link,
-        "expires": rfc3339(exp * 1000),
-    })))
+    Ok(axum::Json(
+        serde_json::to_value(ShareResponse {
+            url: format!("http://{host}{link}"),
+            path: link,
+            expires: rfc3339(exp * 1000),
+        })
+        .expect("serializable"),
+    ))
 }
 
 async fn serve_mp4(
@@ -358,16 +410,62 @@ async fn serve_mp4(
     Ok(resp.map(Body::new))
 }
 
+/// `GET /v1/me` answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub user: String,
+    pub limits: MeLimits,
+    pub active: MeActive,
+    pub instance: MeInstance,
+}
+
+/// Per-user limits.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct MeLimits {
+    pub max_streams: usize,
+    pub max_downloads: usize,
+    pub max_workers: usize,
+}
+
+/// Bodies being sent now.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct MeActive {
+    pub streams: usize,
+    pub downloads: usize,
+}
+
+/// The user's program instance on this node.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct MeInstance {
+    /// Creation time, RFC 3339.
+    pub created: String,
+}
+
 /// `GET /v1/me`: the caller's instance: limits and what is in flight.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "me",
+    responses(
+        (status = 200, description = "The caller's instance", body = Me),
+        (status = 401, description = "Missing or invalid token", body = String, content_type = "text/plain"),
+    ),
+    security(("bearer" = []))
+)]
 async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let user = authenticate(&state, &headers).await?;
     let inst = state.instances.get(&user);
-    Ok(axum::Json(serde_json::json!({
-        "user": user.name,
-        "limits": inst.limits,
-        "active": { "streams": inst.active(Kind::Stream), "downloads": inst.active(Kind::Download) },
-        "instance": { "created": rfc3339(inst.created_ms) },
-    })))
+    let me = Me {
+        user: user.name,
+        limits: MeLimits {
+            max_streams: inst.limits.max_streams,
+            max_downloads: inst.limits.max_downloads,
+            max_workers: inst.limits.max_workers,
+        },
+        active: MeActive { streams: inst.active(Kind::Stream), downloads: inst.active(Kind::Download) },
+        instance: MeInstance { created: rfc3339(inst.created_ms) },
+    };
+    Ok(axum::Json(serde_json::to_value(me).expect("serializable")))
 }
 
 /// Parses `mode=stream|file` and `start=SECONDS`; `Some(start)` for the quasi-stream.
@@ -405,9 +503,17 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "recording cannot be laid out")
 }
 
+/// A directory listing (JSON form).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Listing {
+    /// The directory's tree path.
+    pub path: String,
+    pub entries: Vec<Entry>,
+}
+
 /// A directory entry of a listing.
-#[derive(Debug, serde::Serialize)]
-struct Entry {
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Entry {
     name: String,
     #[serde(rename = "type")]
     kind: &'static str,
@@ -452,8 +558,7 @@ fn rfc3339(ms: i64) -> String {
 
 fn listing(path: &str, json: bool, entries: Vec<Entry>) -> Response {
     if json {
-        let body = serde_json::json!({ "path": path, "entries": entries });
-        return axum::Json(body).into_response();
+        return axum::Json(Listing { path: path.to_string(), entries }).into_response();
     }
     let mut html = format!(
         "<!doctype html><meta charset=utf-8><title>{p}</title><h1>{p}</h1><table>\

@@ -218,3 +218,30 @@ fn per_user_limits_me_and_instance_eviction() {
     assert!(get(&server.url(&a), &env.token).body == before);
     assert_eq!(metric(&server.base, "jitmux_instances_created_total"), created + 1);
 }
+
+#[test]
+fn openapi_description_and_schemathesis_find_no_server_error() {
+    let env = Env::new("alice");
+    env.import("alice", "front", &fixture("s13_h264_only_ts_2s").join("index.m3u8"));
+    let server = env.serve();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&request("GET", &format!("{}/v1/openapi.json", server.base), &[]).body).unwrap();
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    for p in ["/v1/files/{path}", "/v1/share", "/v1/ingest/{camera}/{file}", "/v1/me"] {
+        assert!(paths.iter().any(|x| x.as_str() == p), "{p} in {paths:?}");
+    }
+    let st = which("st").expect("schemathesis's `st` (pip install schemathesis; scripts/test.sh does)");
+    let out = Command::new(st)
+        .args(["run", &format!("{}/v1/openapi.json", server.base)])
+        .args(["-H", &format!("Authorization: Bearer {}", env.token), "--checks", "not_a_server_error"])
+        .args(["-n", "40", "--request-timeout", "20", "--seed", "1"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "schemathesis found failures:\n{report}");
+    assert!(report.contains("passed"), "{report}");
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(cmd)).find(|p| p.is_file())
+}
