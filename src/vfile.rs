@@ -402,11 +402,6 @@ async fn fetch_piece(
     piece: Piece,
     shared: bool,
 ) -> Result<Bytes, BoxError> {
-    // Reading and transmuxing take one of the user's workers; static bytes need none.
-    let _worker = match &piece {
-        Piece::Static(_) => None,
-        Piece::Chunk { .. } => Some(inst.workers.acquire().await.expect("never closed")),
-    };
     let (ci, off, n) = match piece {
         Piece::Static(b) => return Ok(b),
         Piece::Chunk { ci, off, n } => (ci, off, n),
@@ -417,6 +412,7 @@ async fn fetch_piece(
     match seg.container {
         Container::Fmp4 if !shared => {
             let start = seg.tracks[c.track as usize].chunks[c.chunk as usize].src_start + off;
+            let _worker = inst.workers.acquire().await.expect("never closed");
             Ok(inst.store.get_range(key, start..start + n).await?)
         }
         _ => {
@@ -446,6 +442,9 @@ async fn segment_chunk(
 }
 
 async fn make_segment_chunks(inst: &UserInstance, key: &str, seg: Arc<SegmentIndex>) -> Result<SegChunks, BoxError> {
+    // Reading and transmuxing take one of the user's workers (waiting for another request's
+    // work on the same segment takes none).
+    let _worker = inst.workers.acquire().await.expect("never closed");
     let chunks = || seg.tracks.iter().flat_map(|t| t.chunks.iter());
     let lo = chunks().map(|c| c.src_start).min().expect("segment has chunks");
     let hi = chunks().map(|c| c.src_end).max().expect("segment has chunks");
