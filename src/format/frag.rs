@@ -25,7 +25,7 @@
 
 use super::boxes::{BoxWriter, UNITY_MATRIX};
 use super::index::TrackKind;
-use super::mp4::{Layout, MOVIE_TIMESCALE, Track};
+use super::mp4::{Layout, MOVIE_TIMESCALE, Track, write_hdlr, write_minf_header};
 
 /// `trun` sample flags (§8.8.3.1) of a sync sample: `sample_depends_on` = 2 (no other).
 pub const SYNC_FLAGS: u32 = 0x0200_0000;
@@ -104,36 +104,9 @@ fn write_trak(w: &mut BoxWriter, t: &Track, track_id: u32) {
     w.u16(0x55c4);
     w.u16(0);
     w.end();
-    w.start_full(b"hdlr", 0, 0);
-    w.u32(0);
-    let (handler, name): (&[u8; 4], &[u8]) = match t.kind {
-        TrackKind::Video => (b"vide", b"VideoHandler\0"),
-        TrackKind::Audio => (b"soun", b"SoundHandler\0"),
-    };
-    w.bytes(handler);
-    w.zeros(12);
-    w.bytes(name);
-    w.end();
+    write_hdlr(w, t.kind);
     w.start(b"minf");
-    match t.kind {
-        TrackKind::Video => {
-            w.start_full(b"vmhd", 0, 1);
-            w.zeros(8);
-            w.end();
-        }
-        TrackKind::Audio => {
-            w.start_full(b"smhd", 0, 0);
-            w.zeros(4);
-            w.end();
-        }
-    }
-    w.start(b"dinf");
-    w.start_full(b"dref", 0, 0);
-    w.u32(1);
-    w.start_full(b"url ", 0, 1);
-    w.end();
-    w.end();
-    w.end();
+    write_minf_header(w, t.kind);
     w.start(b"stbl");
     w.start_full(b"stsd", 0, 0);
     w.u32(t.entries.len() as u32);

@@ -661,9 +661,21 @@ fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool)
     w.u16(0x55c4); // language "und"
     w.u16(0);
     w.end();
+    write_hdlr(w, t.kind);
+    w.start(b"minf");
+    write_minf_header(w, t.kind);
+    let pos = write_stbl(w, t, co64);
+    w.end(); // minf
+    w.end(); // mdia
+    w.end(); // trak
+    pos
+}
+
+/// Writes `hdlr` (ISO/IEC 14496-12 §8.4.3) for a track of `kind`.
+pub(super) fn write_hdlr(w: &mut BoxWriter, kind: TrackKind) {
     w.start_full(b"hdlr", 0, 0);
-    w.u32(0);
-    let (handler, name): (&[u8; 4], &[u8]) = match t.kind {
+    w.u32(0); // pre_defined
+    let (handler, name): (&[u8; 4], &[u8]) = match kind {
         TrackKind::Video => (b"vide", b"VideoHandler\0"),
         TrackKind::Audio => (b"soun", b"SoundHandler\0"),
     };
@@ -671,8 +683,12 @@ fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool)
     w.zeros(12);
     w.bytes(name);
     w.end();
-    w.start(b"minf");
-    match t.kind {
+}
+
+/// Writes the first boxes of `minf`: `vmhd` or `smhd` (§12.1.2 / §12.2.2) and `dinf`/`dref`
+/// with one self-contained `url ` entry (§8.7.1–8.7.2: media data is in this file).
+pub(super) fn write_minf_header(w: &mut BoxWriter, kind: TrackKind) {
+    match kind {
         TrackKind::Video => {
             w.start_full(b"vmhd", 0, 1);
             w.zeros(8);
@@ -687,15 +703,10 @@ fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool)
     w.start(b"dinf");
     w.start_full(b"dref", 0, 0);
     w.u32(1);
-    w.start_full(b"url ", 0, 1); // media data is in this file
+    w.start_full(b"url ", 0, 1);
     w.end();
     w.end();
     w.end();
-    let pos = write_stbl(w, t, co64);
-    w.end(); // minf
-    w.end(); // mdia
-    w.end(); // trak
-    pos
 }
 
 /// Writes `stbl`; returns the offset of the first chunk offset entry.
