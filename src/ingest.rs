@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 
 use crate::catalog::{Camera, NewRecording, Recording, Segment, now_ms};
@@ -164,12 +164,7 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer ingest key"))?;
+    let key = crate::service::bearer(&headers, "ingest key")?;
     let cam = state
         .catalog
         .camera_by_ingest_key(key)

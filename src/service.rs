@@ -147,16 +147,22 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
+/// The token of an `Authorization: Bearer TOKEN` header (RFC 6750 §2.1); 401 when absent or
+/// malformed. `what` names the credential in the reason ("token", "ingest key").
+pub fn bearer<'a>(headers: &'a HeaderMap, what: &str) -> Result<&'a str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer token"))?;
-    let token = value
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, format!("missing Authorization: Bearer {what}")))?;
+    value
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Authorization must be 'Bearer TOKEN'"))?;
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, format!("Authorization must be 'Bearer {what}'")))
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
+    let token = bearer(headers, "token")?;
     state.catalog.user_by_token(token).await?.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))
 }
 

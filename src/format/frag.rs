@@ -23,9 +23,9 @@
 //! each track's true position, so tracks stay aligned and the B-frame delay is visible as the
 //! first presentation time, as players expect of fragmented files.
 
-use super::boxes::{BoxWriter, UNITY_MATRIX};
+use super::boxes::BoxWriter;
 use super::index::TrackKind;
-use super::mp4::{Layout, MOVIE_TIMESCALE, Track, write_hdlr, write_minf_header};
+use super::mp4::{Layout, Track, write_hdlr, write_mdhd, write_minf_header, write_mvhd, write_tkhd};
 
 /// `trun` sample flags (§8.8.3.1) of a sync sample: `sample_depends_on` = 2 (no other).
 pub const SYNC_FLAGS: u32 = 0x0200_0000;
@@ -44,20 +44,7 @@ pub fn init_segment(layout: &Layout) -> Vec<u8> {
     }
     w.end();
     w.start(b"moov");
-    w.start_full(b"mvhd", 0, 0);
-    w.u32(0);
-    w.u32(0);
-    w.u32(MOVIE_TIMESCALE);
-    w.u32(0);
-    w.u32(0x0001_0000);
-    w.u16(0x0100);
-    w.zeros(10);
-    for m in UNITY_MATRIX {
-        w.i32(m);
-    }
-    w.zeros(24);
-    w.u32(layout.tracks.len() as u32 + 1);
-    w.end();
+    write_mvhd(&mut w, 0, layout.tracks.len() as u32 + 1);
     for (i, t) in layout.tracks.iter().enumerate() {
         write_trak(&mut w, t, i as u32 + 1);
     }
@@ -78,32 +65,9 @@ pub fn init_segment(layout: &Layout) -> Vec<u8> {
 
 fn write_trak(w: &mut BoxWriter, t: &Track, track_id: u32) {
     w.start(b"trak");
-    w.start_full(b"tkhd", 0, 3);
-    w.u32(0);
-    w.u32(0);
-    w.u32(track_id);
-    w.u32(0);
-    w.u32(0);
-    w.zeros(8);
-    w.u16(0);
-    w.u16(0);
-    w.u16(if t.kind == TrackKind::Audio { 0x0100 } else { 0 });
-    w.u16(0);
-    for m in t.matrix {
-        w.i32(m);
-    }
-    w.u32(t.width << 16);
-    w.u32(t.height << 16);
-    w.end();
+    write_tkhd(w, t, track_id, 0);
     w.start(b"mdia");
-    w.start_full(b"mdhd", 0, 0);
-    w.u32(0);
-    w.u32(0);
-    w.u32(t.timescale);
-    w.u32(0);
-    w.u16(0x55c4);
-    w.u16(0);
-    w.end();
+    write_mdhd(w, t.timescale, 0);
     write_hdlr(w, t.kind);
     w.start(b"minf");
     write_minf_header(w, t.kind);

@@ -562,28 +562,7 @@ fn write_moov(tracks: &[Track], edits: &[Edit], movie_dur: u64, co64: bool) -> M
     let mut w = BoxWriter::with_capacity(1024 + nsamples * 12);
     let mut chunk_offset_pos = Vec::new();
     w.start(b"moov");
-    let long = movie_dur > u32::MAX as u64;
-    w.start_full(b"mvhd", long as u8, 0);
-    if long {
-        w.u64(0);
-        w.u64(0);
-        w.u32(MOVIE_TIMESCALE);
-        w.u64(movie_dur);
-    } else {
-        w.u32(0);
-        w.u32(0);
-        w.u32(MOVIE_TIMESCALE);
-        w.u32(movie_dur as u32);
-    }
-    w.u32(0x0001_0000); // rate 1.0
-    w.u16(0x0100); // volume 1.0
-    w.zeros(10);
-    for m in super::boxes::UNITY_MATRIX {
-        w.i32(m);
-    }
-    w.zeros(24); // pre_defined
-    w.u32(tracks.len() as u32 + 1); // next_track_ID
-    w.end();
+    write_mvhd(&mut w, movie_dur, tracks.len() as u32 + 1);
     for (i, (t, e)) in tracks.iter().zip(edits).enumerate() {
         chunk_offset_pos.push(write_trak(&mut w, t, e, i as u32 + 1, co64));
     }
@@ -594,32 +573,7 @@ fn write_moov(tracks: &[Track], edits: &[Edit], movie_dur: u64, co64: bool) -> M
 fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool) -> usize {
     let tk_dur = e.empty + e.media_movie_dur;
     w.start(b"trak");
-    let long = tk_dur > u32::MAX as u64;
-    w.start_full(b"tkhd", long as u8, 3); // track_enabled | track_in_movie
-    if long {
-        w.u64(0);
-        w.u64(0);
-        w.u32(track_id);
-        w.u32(0);
-        w.u64(tk_dur);
-    } else {
-        w.u32(0);
-        w.u32(0);
-        w.u32(track_id);
-        w.u32(0);
-        w.u32(tk_dur as u32);
-    }
-    w.zeros(8);
-    w.u16(0); // layer
-    w.u16(0); // alternate_group
-    w.u16(if t.kind == TrackKind::Audio { 0x0100 } else { 0 });
-    w.u16(0);
-    for m in t.matrix {
-        w.i32(m);
-    }
-    w.u32(t.width << 16);
-    w.u32(t.height << 16);
-    w.end();
+    write_tkhd(w, t, track_id, tk_dur);
 
     w.start(b"edts");
     let entries = (e.empty > 0) as u32 + 1;
@@ -645,22 +599,7 @@ fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool)
 
     w.start(b"mdia");
     let media_dur = t.media_dur();
-    let long = media_dur > u32::MAX as u64;
-    w.start_full(b"mdhd", long as u8, 0);
-    if long {
-        w.u64(0);
-        w.u64(0);
-        w.u32(t.timescale);
-        w.u64(media_dur);
-    } else {
-        w.u32(0);
-        w.u32(0);
-        w.u32(t.timescale);
-        w.u32(media_dur as u32);
-    }
-    w.u16(0x55c4); // language "und"
-    w.u16(0);
-    w.end();
+    write_mdhd(w, t.timescale, media_dur);
     write_hdlr(w, t.kind);
     w.start(b"minf");
     write_minf_header(w, t.kind);
@@ -669,6 +608,69 @@ fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool)
     w.end(); // mdia
     w.end(); // trak
     pos
+}
+
+/// Writes `mvhd` (ISO/IEC 14496-12 §8.2.2; version 1 when `dur` needs 64 bits), timescale
+/// [`MOVIE_TIMESCALE`]; `dur` 0 means unknown (fragmented files).
+pub(super) fn write_mvhd(w: &mut BoxWriter, dur: u64, next_track_id: u32) {
+    let long = dur > u32::MAX as u64;
+    w.start_full(b"mvhd", long as u8, 0);
+    write_times(w, long, MOVIE_TIMESCALE, None, dur);
+    w.u32(0x0001_0000); // rate 1.0
+    w.u16(0x0100); // volume 1.0
+    w.zeros(10);
+    for m in super::boxes::UNITY_MATRIX {
+        w.i32(m);
+    }
+    w.zeros(24); // pre_defined
+    w.u32(next_track_id);
+    w.end();
+}
+
+/// Writes `tkhd` (§8.3.2; enabled, in movie): duration `dur` in movie timescale ticks, the
+/// track's matrix and display size.
+pub(super) fn write_tkhd(w: &mut BoxWriter, t: &Track, track_id: u32, dur: u64) {
+    let long = dur > u32::MAX as u64;
+    w.start_full(b"tkhd", long as u8, 3); // track_enabled | track_in_movie
+    write_times(w, long, track_id, Some(0), dur);
+    w.zeros(8);
+    w.u16(0); // layer
+    w.u16(0); // alternate_group
+    w.u16(if t.kind == TrackKind::Audio { 0x0100 } else { 0 });
+    w.u16(0);
+    for m in t.matrix {
+        w.i32(m);
+    }
+    w.u32(t.width << 16);
+    w.u32(t.height << 16);
+    w.end();
+}
+
+/// Writes `mdhd` (§8.4.2): `dur` in `timescale` ticks, language "und".
+pub(super) fn write_mdhd(w: &mut BoxWriter, timescale: u32, dur: u64) {
+    let long = dur > u32::MAX as u64;
+    w.start_full(b"mdhd", long as u8, 0);
+    write_times(w, long, timescale, None, dur);
+    w.u16(0x55c4); // language "und"
+    w.u16(0);
+    w.end();
+}
+
+/// The version-dependent part of `mvhd`/`tkhd`/`mdhd`: creation and modification time (0),
+/// `id` (timescale, or track_ID followed by `reserved`), duration; 64-bit fields when `long`.
+fn write_times(w: &mut BoxWriter, long: bool, id: u32, reserved: Option<u32>, dur: u64) {
+    if long {
+        w.u64(0);
+        w.u64(0);
+    } else {
+        w.u32(0);
+        w.u32(0);
+    }
+    w.u32(id);
+    if let Some(r) = reserved {
+        w.u32(r);
+    }
+    if long { w.u64(dur) } else { w.u32(dur as u32) }
 }
 
 /// Writes `hdlr` (ISO/IEC 14496-12 §8.4.3) for a track of `kind`.

@@ -140,6 +140,18 @@ fn transmux_inner(track: &TrackIndex, chunk: &Chunk, src: &[u8], out: &mut Vec<u
     Ok(())
 }
 
+/// The one chunk of a track in an MPEG-TS segment: all its samples, from the first packet of the
+/// first sample's PES to `src_end` (bytes).
+fn whole_segment_chunk(samples: &[Sample], src_end: u64) -> Chunk {
+    Chunk {
+        first_sample: 0,
+        samples: samples.len() as u32,
+        src_start: samples[0].src_offset,
+        src_end,
+        len_bytes: samples.iter().map(|s| s.len_bytes as u64).sum(),
+    }
+}
+
 /// Checks the 188-byte packet structure: a sync byte 0x47 at every packet start and a length that
 /// is a non-zero multiple of 188.
 fn check_packets(data: &[u8]) -> Result<(), FormatError> {
@@ -571,14 +583,7 @@ fn index_video(es: &EsCollector, pid: u16, codec: Codec, origin: u64) -> Result<
     }
     let Some(ps_au) = ps_au else { return Ok(None) };
     let cfg = video_config(es, codec, ps_au)?;
-    let len_bytes = samples.iter().map(|s| s.len_bytes as u64).sum();
-    let chunk = Chunk {
-        first_sample: 0,
-        samples: samples.len() as u32,
-        src_start: samples[0].src_offset,
-        src_end: end,
-        len_bytes,
-    };
+    let chunk = whole_segment_chunk(&samples, end);
     let config = TrackConfig {
         codec,
         timescale: 90000,
@@ -777,14 +782,7 @@ fn index_audio(es: &EsCollector, pid: u16, codec: Codec, origin: u64) -> Result<
         AudioConfig::Adts(h) => audio::mp4a_sample_entry(&h),
         AudioConfig::Ac3(h) => audio::ac3_sample_entry(&h),
     };
-    let len_bytes = samples.iter().map(|s| s.len_bytes as u64).sum();
-    let chunk = Chunk {
-        first_sample: 0,
-        samples: samples.len() as u32,
-        src_start: samples[0].src_offset,
-        src_end: end,
-        len_bytes,
-    };
+    let chunk = whole_segment_chunk(&samples, end);
     let config = TrackConfig {
         codec,
         timescale: first.rate,
