@@ -63,6 +63,9 @@ pub struct Recording {
     pub updated_ms: i64,
     /// A live broadcast is still appending segments.
     pub live: bool,
+    /// RFC 6381 codecs of its tracks, comma-separated (`avc1.640028,mp4a.40.2`); empty when
+    /// unknown.
+    pub codecs: String,
 }
 
 /// One stored segment of a recording.
@@ -101,6 +104,8 @@ pub struct NewRecording {
     pub format_version: i64,
     pub updated_ms: i64,
     pub live: bool,
+    /// See [`Recording::codecs`].
+    pub codecs: String,
     pub segments: Vec<Segment>,
 }
 
@@ -224,6 +229,56 @@ impl Catalog {
         Ok(row.map(|r| User { id: r.get(0), name: r.get(1) }))
     }
 
+    /// Opens a web session for the unrevoked API token `token`, lasting `lifetime_ms`: returns the
+    /// user, the session id (the cookie value; only its hash is stored) and the session's CSRF
+    /// token, or `None` for an unknown or revoked token. Expired sessions are deleted on the way.
+    pub async fn open_session(&self, token: &str, lifetime_ms: i64) -> Result<Option<(User, String, String)>> {
+        let row = sqlx::query(
+            "SELECT t.id, u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_sha256 = $1 AND t.revoked_ms IS NULL",
+        )
+        .bind(token_hash(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (token_id, user) = (row.get::<i64, _>(0), User { id: row.get(1), name: row.get(2) });
+        let (id, csrf) = (new_token(), new_token());
+        let now = now_ms();
+        sqlx::query("DELETE FROM sessions WHERE expires_ms < $1").bind(now).execute(&self.pool).await?;
+        sqlx::query(
+            "INSERT INTO sessions (id_sha256, token_id, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash(&id))
+        .bind(token_id)
+        .bind(&csrf)
+        .bind(now)
+        .bind(now + lifetime_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(Some((user, id, csrf)))
+    }
+
+    /// The user and CSRF token of web session `id`, if it is open: not expired, not closed, and
+    /// its API token not revoked.
+    pub async fn session(&self, id: &str) -> Result<Option<(User, String)>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, s.csrf FROM sessions s JOIN tokens t ON t.id = s.token_id \
+             JOIN users u ON u.id = t.user_id \
+             WHERE s.id_sha256 = $1 AND s.expires_ms > $2 AND t.revoked_ms IS NULL",
+        )
+        .bind(token_hash(id))
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (User { id: r.get(0), name: r.get(1) }, r.get(2))))
+    }
+
+    /// Closes web session `id` (sign-out).
+    pub async fn close_session(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1").bind(token_hash(id)).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The camera `name` of `user_id`, created if missing.
     pub async fn camera_get_or_create(&self, user_id: i64, name: &str) -> Result<Camera> {
         if let Some(c) = self.camera(user_id, name).await? {
@@ -267,8 +322,8 @@ impl Catalog {
             .expect("unbounded");
         let id: i64 = sqlx::query(
             "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
-             etag, format_version, updated_ms, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             RETURNING id",
+             etag, format_version, updated_ms, live, codecs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(r.camera_id)
         .bind(&r.day)
@@ -281,6 +336,7 @@ impl Catalog {
         .bind(r.format_version)
         .bind(r.updated_ms)
         .bind(r.live as i64)
+        .bind(&r.codecs)
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
@@ -301,6 +357,7 @@ impl Catalog {
             format_version: r.format_version,
             updated_ms: r.updated_ms,
             live: r.live,
+            codecs: r.codecs.clone(),
         })
     }
 
@@ -353,11 +410,17 @@ impl Catalog {
 
     /// Segments of a recording in playlist order.
     pub async fn segments(&self, recording_id: i64) -> Result<Vec<Segment>> {
+        self.first_segments(recording_id, i64::MAX).await
+    }
+
+    /// The first `n` segments of a recording in playlist order.
+    pub async fn first_segments(&self, recording_id: i64, n: i64) -> Result<Vec<Segment>> {
         let rows = sqlx::query(
             "SELECT seq, source_name, object_key, init_key, sha256, len_bytes, extinf_ms, join_before, \
-             sample_index FROM segments WHERE recording_id = $1 ORDER BY seq",
+             sample_index FROM segments WHERE recording_id = $1 ORDER BY seq LIMIT $2",
         )
         .bind(recording_id)
+        .bind(n)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -567,7 +630,7 @@ async fn insert_segment(tx: &mut sqlx::Transaction<'_, sqlx::Any>, recording_id:
 }
 
 const REC_SELECT: &str = "SELECT id, camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
-                          etag, format_version, updated_ms, live FROM recordings";
+                          etag, format_version, updated_ms, live, codecs FROM recordings";
 
 fn recording(r: &sqlx::any::AnyRow) -> Recording {
     Recording {
@@ -583,6 +646,7 @@ fn recording(r: &sqlx::any::AnyRow) -> Recording {
         format_version: r.get(9),
         updated_ms: r.get(10),
         live: r.get::<i64, _>(11) != 0,
+        codecs: r.get(12),
     }
 }
 

@@ -200,6 +200,7 @@ pub async fn import_playlist(
             format_version: FORMAT_VERSION as i64,
             updated_ms: now_ms(),
             live: false,
+            codecs: layout.codecs(),
             segments: parsed
                 .iter()
                 .enumerate()

@@ -421,6 +421,7 @@ async fn append(
                 format_version: FORMAT_VERSION as i64,
                 updated_ms: now_ms(),
                 live: true,
+                codecs: layout.codecs(),
                 segments: vec![segment],
             };
             let rec = state.catalog.insert_recording(&new).await?;

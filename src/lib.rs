@@ -14,6 +14,7 @@
 //! - [`ingest`]: live ingest from encoders (ffmpeg HLS PUT) into growing live recordings.
 //! - [`share`]: signed URLs (HMAC-SHA256, rotating keys) for players and sharing.
 //! - [`service`], [`vfile`]: the HTTP API and the virtual MP4 entity served with `http-serve`.
+//! - [`web`], [`thumb`]: the web page (sessions, tree, player) and recording thumbnails.
 
 pub mod catalog;
 pub mod format;
@@ -24,4 +25,6 @@ pub mod openapi;
 pub mod service;
 pub mod share;
 pub mod store;
+pub mod thumb;
 pub mod vfile;
+pub mod web;

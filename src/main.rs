@@ -324,6 +324,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             let url = format!("http://{listen}/v1/files/driveway/{day}/{name}.mp4");
             println!("demo user token: {token}");
+            println!("web page: http://{listen}/ (sign in with the token)");
             println!(
                 "tree:     curl -H 'Authorization: Bearer {token}' -H 'Accept: application/json' http://{listen}/v1/files/driveway/{day}/"
             );

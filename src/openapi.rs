@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitmux", description = "Just-in-time archive transmux: each user's recordings as MP4 files, quasi-streams and live tails."),
-    paths(crate::service::files, crate::service::share, crate::service::me, crate::ingest::put),
+    paths(crate::service::files, crate::service::thumbnail, crate::service::share, crate::service::me, crate::ingest::put),
     components(schemas(
         crate::service::Listing,
         crate::service::Entry,

@@ -71,7 +71,7 @@ impl ApiError {
     pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
         ApiError { status, reason: reason.into() }
     }
-    fn not_found() -> Self {
+    pub(crate) fn not_found() -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "no such file or directory")
     }
 }
@@ -105,9 +105,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/ingest/{camera}/{file}", axum::routing::put(crate::ingest::put).post(crate::ingest::put))
         .route("/v1/share", axum::routing::post(share))
         .route("/v1/me", get(me))
+        .route("/v1/thumbnails/{*path}", get(thumbnail))
         .route("/v1/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .merge(crate::web::routes())
         .with_state(state)
 }
 
@@ -161,7 +163,20 @@ pub fn bearer<'a>(headers: &'a HeaderMap, what: &str) -> Result<&'a str, ApiErro
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, format!("Authorization must be 'Bearer {what}'")))
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, ApiError> {
+/// The caller: by `Authorization: Bearer TOKEN`, or else by the web page's session cookie
+/// ([`crate::web`]). A request that changes state (`unsafe_method`, RFC 9110 §9.2.1) on a session
+/// must also carry the session's CSRF token in `X-CSRF-Token`. 401 when neither is valid, 403 on a
+/// missing or wrong CSRF token.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, unsafe_method: bool) -> Result<User, ApiError> {
+    if headers.get(header::AUTHORIZATION).is_none()
+        && let Some((user, csrf)) = crate::web::session(state, headers).await?
+    {
+        let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        if unsafe_method && !sent.is_some_and(|s| crate::web::same_secret(s, &csrf)) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "missing or wrong X-CSRF-Token for this session"));
+        }
+        return Ok(user);
+    }
     let token = bearer(headers, "token")?;
     state.catalog.user_by_token(token).await?.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))
 }
@@ -170,7 +185,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Api
 /// Rejects `.`/`..` segments, encoded slashes or backslashes, NUL and invalid UTF-8: the tree is
 /// virtual, so these can never name a file, and refusing them outright keeps traversal tricks
 /// from ever reaching a lookup.
-fn split_path(raw: &str) -> Result<(Vec<String>, bool), ApiError> {
+pub(crate) fn split_path(raw: &str) -> Result<(Vec<String>, bool), ApiError> {
     let rest = raw.strip_prefix("/v1/files").unwrap_or(raw);
     let trailing_slash = rest.ends_with('/') || rest.is_empty();
     let mut out = Vec::new();
@@ -231,7 +246,7 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     let user = if query.iter().any(|(k, _)| k == "sig") {
         signed_user(state, &segs, &query).await?
     } else {
-        authenticate(state, req.headers()).await?
+        authenticate(state, req.headers(), false).await?
     };
     let json =
         req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
@@ -367,7 +382,7 @@ async fn share(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let user = authenticate(&state, &headers).await?;
+    let user = authenticate(&state, &headers, true).await?;
     let req: ShareRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("body must be JSON {{path, expires_s, modes}}: {e}"))
     })?;
@@ -416,6 +431,44 @@ async fn serve_mp4(
     Ok(resp.map(Body::new))
 }
 
+/// `GET /v1/thumbnails/{path}`: the JPEG thumbnail of a recording ([`crate::thumb`]).
+#[utoipa::path(
+    get,
+    path = "/v1/thumbnails/{path}",
+    tag = "files",
+    params(("path" = String, Path, description = "CAMERA/DAY/NAME.jpg for CAMERA/DAY/NAME.mp4, or CAMERA/live.jpg")),
+    responses(
+        (status = 200, description = "JPEG of the recording's first video key frame, at most 320 pixels wide", content_type = "image/jpeg"),
+        (status = 400, description = "Bad path", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or invalid token", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such recording, or it has no H.264 key frame to show", body = String, content_type = "text/plain"),
+    ),
+    security(("bearer" = []))
+)]
+async fn thumbnail(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    use crate::thumb::ThumbError;
+    let user = authenticate(&state, req.headers(), false).await?;
+    let raw = req.uri().path().strip_prefix("/v1/thumbnails").unwrap_or_default();
+    let (mut segs, _) = split_path(raw)?;
+    let last = segs.last_mut().ok_or_else(ApiError::not_found)?;
+    *last = last.strip_suffix(".jpg").map(|stem| format!("{stem}.mp4")).ok_or_else(ApiError::not_found)?;
+    let rec = resolve_file(&state.catalog, user.id, &segs).await?;
+    let inst = state.instances.get(&user);
+    match crate::thumb::thumbnail(&state.catalog, &inst, &rec).await {
+        Ok(jpeg) => {
+            Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400")], jpeg)
+                .into_response())
+        }
+        Err(e @ (ThumbError::NoVideo | ThumbError::Unsupported(_))) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e) => {
+            tracing::warn!(recording = rec.id, "thumbnail: {e}");
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "thumbnail cannot be made now"))
+        }
+    }
+}
+
 /// `GET /v1/me` answer.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Me {
@@ -459,7 +512,7 @@ pub struct MeInstance {
     security(("bearer" = []))
 )]
 async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let user = authenticate(&state, &headers).await?;
+    let user = authenticate(&state, &headers, false).await?;
     let inst = state.instances.get(&user);
     let me = Me {
         user: user.name,
@@ -531,6 +584,9 @@ pub struct Entry {
     /// A live broadcast still growing (files only).
     #[serde(skip_serializing_if = "Option::is_none")]
     live: Option<bool>,
+    /// RFC 6381 codecs of the file's tracks, for `canPlayType` (files only; absent when unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codecs: Option<String>,
 }
 
 impl Entry {
@@ -542,6 +598,7 @@ impl Entry {
             modified: rfc3339(d.updated_ms),
             duration_s: d.duration_ms as f64 / 1000.0,
             live: None,
+            codecs: None,
         }
     }
     fn file(r: &Recording) -> Entry {
@@ -552,11 +609,12 @@ impl Entry {
             modified: rfc3339(r.updated_ms),
             duration_s: r.duration_ms as f64 / 1000.0,
             live: Some(r.live),
+            codecs: Some(r.codecs.clone()).filter(|c| !c.is_empty()),
         }
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
@@ -589,7 +647,8 @@ fn listing(path: &str, json: bool, entries: Vec<Entry>) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-fn esc(s: &str) -> String {
+/// Escapes text for HTML content and quoted attributes.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 

@@ -429,7 +429,7 @@ type SegChunks = Arc<Vec<Vec<Bytes>>>;
 /// segment is made from one read of the stored segment (transmuxed for MPEG-TS, sliced for
 /// fMP4): the output visits a segment's chunks one after another, and concurrent callers (live
 /// viewers, a request's look-ahead) share that one read.
-async fn segment_chunk(
+pub(crate) async fn segment_chunk(
     inst: &UserInstance,
     key: &str,
     seg: &Arc<SegmentIndex>,

@@ -26,6 +26,21 @@ async fn exercise(cat: &Catalog) {
         [("default", false), ("second", true)]
     );
 
+    // Web sessions: opened by an unrevoked token, closed on sign-out or when the token is revoked.
+    assert_eq!(cat.open_session(&t2, 60_000).await.unwrap(), None, "revoked token opens no session");
+    let (u, sid, csrf) = cat.open_session(&token, 60_000).await.unwrap().unwrap();
+    assert_eq!(u, user);
+    assert_eq!(cat.session(&sid).await.unwrap(), Some((user.clone(), csrf.clone())));
+    assert_eq!(cat.session(&csrf).await.unwrap(), None, "the CSRF token is no session id");
+    cat.close_session(&sid).await.unwrap();
+    assert_eq!(cat.session(&sid).await.unwrap(), None, "closed");
+    let t3 = cat.add_token(user.id, "web").await.unwrap();
+    let (_, sid3, _) = cat.open_session(&t3, 60_000).await.unwrap().unwrap();
+    let (_, expired, _) = cat.open_session(&t3, -1).await.unwrap().unwrap();
+    assert_eq!(cat.session(&expired).await.unwrap(), None, "expired");
+    assert_eq!(cat.revoke_tokens(user.id, "web").await.unwrap(), 1);
+    assert_eq!(cat.session(&sid3).await.unwrap(), None, "token revoked");
+
     let (k1, s1) = cat.current_signing_key().await.unwrap();
     assert_eq!(cat.signing_key(&k1).await.unwrap(), Some(s1.clone()));
     let (k2, _) = cat.rotate_signing_key().await.unwrap();
@@ -62,6 +77,7 @@ async fn exercise(cat: &Catalog) {
         format_version: 1,
         updated_ms: 1_772_359_300_000,
         live: false,
+        codecs: "avc1.640028,mp4a.40.2".into(),
         segments: vec![seg(0), seg(1)],
     };
     let r1 = cat.insert_recording(&new).await.unwrap();
@@ -69,6 +85,7 @@ async fn exercise(cat: &Catalog) {
     assert_eq!((r1.name.as_str(), r2.name.as_str()), ("10-00-00", "10-00-00-2"), "names are made unique");
     assert_eq!(cat.segments(r1.id).await.unwrap(), vec![seg(0), seg(1)]);
     assert_eq!(cat.recording(cam.id, "2026-03-01", "10-00-00").await.unwrap(), Some(r1.clone()));
+    assert_eq!(r1.codecs, "avc1.640028,mp4a.40.2");
     let recs = cat.list_recordings(cam.id, "2026-03-01").await.unwrap();
     assert_eq!(recs.len(), 2);
     let days = cat.list_days(cam.id).await.unwrap();
@@ -118,7 +135,7 @@ async fn postgres_catalog() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-    assert_eq!(tables, 7, "migrations created the six tables and _sqlx_migrations in {schema}");
+    assert_eq!(tables, 8, "migrations created the seven tables and _sqlx_migrations in {schema}");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //!   serve-time Annex B / ADTS transmux of one chunk.
 //! - [`fmp4`]: fragmented MP4 / CMAF init and media segment parser (ISO/IEC 14496-12 §8.8).
 //! - [`h26x`], [`audio`]: bitstream helpers (SPS parsing, `avcC`/`hvcC`, ADTS, AC-3, `esds`, `dac3`).
+//! - [`codecs`]: RFC 6381 codec strings and `avcC` parameter sets read back from sample entries.
 //! - [`index`]: the per-segment sample index and its compact binary encoding.
 //! - [`mp4`]: the progressive MP4 layout: `ftyp` + `moov` + `mdat` computed from indexes alone.
 //! - [`frag`]: the fragmented MP4 (quasi-stream) written from the same layout.
@@ -15,6 +16,7 @@
 pub mod audio;
 pub mod boxes;
 pub mod bytes;
+pub mod codecs;
 pub mod fmp4;
 pub mod frag;
 pub mod h26x;

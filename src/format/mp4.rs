@@ -111,6 +111,13 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The RFC 6381 codecs parameter of the file: each track's first sample entry, video first,
+    /// comma-separated (`avc1.640028,mp4a.40.2`), as [`super::codecs::codec_string`] reads it.
+    pub fn codecs(&self) -> String {
+        let each = self.tracks.iter().filter_map(|t| t.entries.first());
+        each.map(|e| super::codecs::codec_string(e).unwrap_or_default()).collect::<Vec<_>>().join(",")
+    }
+
     /// Duration in seconds.
     pub fn duration_s(&self) -> f64 {
         self.movie_dur as f64 / MOVIE_TIMESCALE as f64

@@ -1,0 +1,170 @@
+//! Thumbnails for the web page: a JPEG of a recording's first video sync sample, at most
+//! [`MAX_WIDTH`] pixels wide, shown the way the file displays (sample aspect ratio and `tkhd`
+//! rotation applied).
+//!
+//! The sync sample is handed to the `openh264` decoder alone, as SPS + PPS + its slice NAL
+//! units ([`crate::format::codecs::h264_sync_sample_annexb`]): the decoder needs nothing else for
+//! an IDR picture, and feeding it the B-frames that follow would only cost time. The JPEG
+//! (`image`) is stored once in the user's scoped store under a key derived from the hash of the
+//! segment it comes from, so it is a pure function of stored bytes: the same on every node, and
+//! kept across restarts and instance evictions.
+//!
+//! Only H.264 can be decoded; other video (H.265) and audio-only recordings have no thumbnail.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::catalog::{Catalog, Recording};
+use crate::format::index::{Codec, SegmentIndex, TrackKind};
+use crate::instance::UserInstance;
+use crate::store::ObjectStore;
+
+/// Version of the thumbnail bytes (decoder input, scaling, JPEG settings); part of the cache key,
+/// bumped whenever the bytes would change.
+pub const THUMB_VERSION: u32 = 1;
+/// Largest thumbnail width in pixels.
+pub const MAX_WIDTH: u32 = 320;
+/// JPEG quality, 1–100.
+const JPEG_QUALITY: u8 = 80;
+/// Segments searched for a video sync sample from the start of the recording.
+const SEARCH_SEGMENTS: i64 = 4;
+
+/// Why a recording has no thumbnail.
+#[derive(Debug, thiserror::Error)]
+pub enum ThumbError {
+    /// No video track with a sync sample in its first segments.
+    #[error("recording has no video key frame to show")]
+    NoVideo,
+    /// Video that the thumbnail decoder cannot decode.
+    #[error("thumbnails are made from H.264 only; this recording is {0:?}")]
+    Unsupported(Codec),
+    /// Reading the catalog or the store, decoding or encoding failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn failed(e: impl std::fmt::Display) -> ThumbError {
+    ThumbError::Failed(e.to_string())
+}
+
+/// The JPEG thumbnail of `rec`, from `inst`'s store or made and stored now.
+pub async fn thumbnail(catalog: &Catalog, inst: &Arc<UserInstance>, rec: &Recording) -> Result<Bytes, ThumbError> {
+    let segs = catalog.first_segments(rec.id, SEARCH_SEGMENTS).await.map_err(failed)?;
+    let mut found = None;
+    for s in segs {
+        let index = SegmentIndex::decode(&s.sample_index).map_err(failed)?;
+        let Some(video) = index.track(TrackKind::Video) else { continue };
+        if video.config.codec != Codec::H264 {
+            return Err(ThumbError::Unsupported(video.config.codec));
+        }
+        if let Some(i) = video.samples.iter().position(|x| x.sync) {
+            found = Some((s, Arc::new(index), i));
+            break;
+        }
+    }
+    let (seg, index, sample_i) = found.ok_or(ThumbError::NoVideo)?;
+    let key = format!("users/{}/thumbs/{}-v{THUMB_VERSION}.jpg", inst.user.id, seg.sha256);
+    if let Some(len) = inst.store.head(&key).await.map_err(failed)? {
+        return inst.store.get_range(&key, 0..len).await.map_err(failed);
+    }
+    let track_i = index.tracks.iter().position(|t| t.kind() == TrackKind::Video).expect("found above");
+    let track = &index.tracks[track_i];
+    let chunk_i = track
+        .chunks
+        .iter()
+        .position(|c| (c.first_sample..c.first_sample + c.samples).contains(&(sample_i as u32)))
+        .ok_or_else(|| failed("sample index has no chunk for the sync sample"))?;
+    let chunk = track.chunks[chunk_i];
+    let chunk_bytes = crate::vfile::segment_chunk(inst, &seg.object_key, &index, track_i as u8, chunk_i as u32)
+        .await
+        .map_err(failed)?;
+    let samples = &track.samples[chunk.first_sample as usize..];
+    let before: u64 = samples[..sample_i - chunk.first_sample as usize].iter().map(|s| u64::from(s.len_bytes)).sum();
+    let len = u64::from(track.samples[sample_i].len_bytes);
+    let sample = chunk_bytes.slice(before as usize..(before + len) as usize);
+    let config = track.config.clone();
+    let jpeg = {
+        let _worker = inst.workers.acquire().await.expect("never closed");
+        tokio::task::spawn_blocking(move || render(&config, &sample)).await.map_err(failed)??
+    };
+    let jpeg = Bytes::from(jpeg);
+    inst.store.put(&key, jpeg.clone()).await.map_err(failed)?;
+    Ok(jpeg)
+}
+
+/// Decodes one H.264 sync sample (length-prefixed NAL units, as in MP4) of a track configured by
+/// `config` and encodes it as a JPEG at most [`MAX_WIDTH`] wide, at the display aspect ratio and
+/// rotation.
+pub fn render(config: &crate::format::index::TrackConfig, sample: &[u8]) -> Result<Vec<u8>, ThumbError> {
+    use openh264::formats::YUVSource;
+    let annexb = crate::format::codecs::h264_sync_sample_annexb(&config.sample_entry, sample).map_err(failed)?;
+    let mut decoder = openh264::decoder::Decoder::new().map_err(failed)?;
+    let yuv = decoder.decode(&annexb).map_err(failed)?.ok_or_else(|| failed("decoder gave no picture"))?;
+    let (w, h) = yuv.dimensions();
+    let mut rgb = vec![0u8; yuv.rgb8_len()];
+    yuv.write_rgb8(&mut rgb);
+    let img = image::RgbImage::from_raw(w as u32, h as u32, rgb).ok_or_else(|| failed("bad picture size"))?;
+    // Display size before rotation: the track's (sample aspect ratio applied), else the picture's.
+    let (disp_w, disp_h) =
+        if config.width > 0 && config.height > 0 { (config.width, config.height) } else { (w as u32, h as u32) };
+    let tw = disp_w.clamp(1, MAX_WIDTH);
+    let th = ((u64::from(tw) * u64::from(disp_h) + u64::from(disp_w) / 2) / u64::from(disp_w)).max(1) as u32;
+    let small = image::imageops::resize(&img, tw, th, image::imageops::FilterType::Triangle);
+    let shown = match rotation_deg(&config.matrix) {
+        90 => image::imageops::rotate90(&small),
+        180 => image::imageops::rotate180(&small),
+        270 => image::imageops::rotate270(&small),
+        _ => small,
+    };
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY).encode_image(&shown).map_err(failed)?;
+    Ok(out)
+}
+
+/// Clockwise display rotation in degrees (0, 90, 180, 270) of a `tkhd` matrix
+/// (ISO/IEC 14496-12 §6.2.2: `{a, b, u, c, d, v, x, y, w}`, 16.16 fixed point); 0 for any
+/// matrix that is not a quarter turn.
+pub fn rotation_deg(m: &[i32; 9]) -> u32 {
+    const ONE: i32 = 0x0001_0000;
+    const MINUS_ONE: i32 = -ONE;
+    match (m[0], m[1], m[3], m[4]) {
+        (0, ONE, MINUS_ONE, 0) => 90,
+        (MINUS_ONE, 0, 0, MINUS_ONE) => 180,
+        (0, MINUS_ONE, ONE, 0) => 270,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarter_turns() {
+        let one = 0x0001_0000;
+        assert_eq!(rotation_deg(&crate::format::boxes::UNITY_MATRIX), 0);
+        assert_eq!(rotation_deg(&[0, one, 0, -one, 0, 0, 0, 0, 0x4000_0000]), 90);
+        assert_eq!(rotation_deg(&[-one, 0, 0, 0, -one, 0, 0, 0, 0x4000_0000]), 180);
+        assert_eq!(rotation_deg(&[0, -one, 0, one, 0, 0, 0, 0, 0x4000_0000]), 270);
+    }
+
+    /// A real camera segment's first IDR decodes to a picture that is not blank.
+    #[test]
+    fn renders_the_first_sync_sample_of_a_ts_segment() {
+        use crate::format::ts;
+        let data = include_bytes!("../fixtures/sets/s01_h264_aac_ts_2s/seg_00000.ts");
+        let index = ts::index_segment(data).unwrap();
+        let video = index.track(TrackKind::Video).unwrap();
+        let chunk = video.chunks[0];
+        let mut out = Vec::new();
+        ts::transmux_chunk(video, &chunk, &data[chunk.src_start as usize..chunk.src_end as usize], &mut out).unwrap();
+        assert!(video.samples[0].sync);
+        let jpeg = render(&video.config, &out[..video.samples[0].len_bytes as usize]).unwrap();
+        let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap().to_luma8();
+        assert_eq!(img.width(), MAX_WIDTH.min(video.config.width));
+        assert_eq!(img.height() * video.config.width, img.width() * video.config.height);
+        let (lo, hi) = img.pixels().fold((255u8, 0u8), |(lo, hi), p| (lo.min(p.0[0]), hi.max(p.0[0])));
+        assert!(hi - lo > 64, "picture is flat: luma {lo}..{hi}");
+    }
+}
