@@ -334,10 +334,8 @@ pub async fn signed_link(
     let tree_path = format!("/{}", segs.join("/"));
     let grant = crate::share::Grant { user: user.name.clone(), path: tree_path.clone(), exp, modes };
     let (kid, secret) = cat.current_signing_key().await?;
-    let enc: Vec<String> = segs
-        .iter()
-        .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
-        .collect();
+    let enc: Vec<String> =
+        segs.iter().map(|s| percent_encoding::utf8_percent_encode(s, crate::web::SEGMENT).to_string()).collect();
     Ok((format!("/v1/files/{}?{}", enc.join("/"), crate::share::sign(&kid, &secret, &grant)), exp))
 }
 

@@ -37,7 +37,7 @@ pub const COOKIE: &str = "jitmux_session";
 pub const SESSION_LIFETIME_MS: i64 = 7 * 86_400_000;
 
 /// Characters percent-encoded in a path segment of a link: all but RFC 3986 unreserved.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Routes of the page (merged into [`crate::service::app`]).
 pub fn routes() -> Router<AppState> {
@@ -48,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui", get(|| async { redirect("/ui/") }))
         .route("/ui/", get(browse))
         .route("/ui/{*path}", get(browse))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/static/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
 }
@@ -102,7 +103,7 @@ fn html(status: StatusCode, body: String) -> Response {
         ),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     r
 }
 
@@ -144,10 +145,9 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
 /// refuses login CSRF, where another site signs the browser in to the attacker's account.
 fn same_origin_post(headers: &HeaderMap) -> bool {
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
-    if let Some(site) = get("sec-fetch-site")
-        && !matches!(site, "same-origin" | "none")
-    {
-        return false;
+    // Browsers that send Fetch metadata say it outright; older ones send Origin on POSTs.
+    if let Some(site) = get("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
     }
     match (get("origin"), get("host")) {
         (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, h)| h == host),
@@ -377,7 +377,8 @@ mod tests {
         assert!(same_origin_post(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
         assert!(!same_origin_post(&h));
-        h.remove(header::ORIGIN);
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin_post(&h), "Fetch metadata decides when present");
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(!same_origin_post(&h));
     }

@@ -136,12 +136,21 @@ impl Resp {
 }
 
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    request_with_body(method, url, headers, None)
+}
+
+/// A request with an optional body; redirects are not followed.
+pub fn request_with_body(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
     let agent = ureq::AgentBuilder::new().redirects(0).build();
     let mut req = agent.request(method, url);
     for (k, v) in headers {
         req = req.set(k, v);
     }
-    let resp = match req.call() {
+    let sent = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("{method} {url}: {e}"),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// An 8 s H.264 (1 s GOP, B-frames) + AAC mezzanine made by a real encoder.
-fn mezzanine(dir: &Path, secs: u32) -> std::path::PathBuf {
+pub fn mezzanine(dir: &Path, secs: u32) -> std::path::PathBuf {
     let out = dir.join("mezz.nut");
     let st = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi"])
@@ -23,7 +23,7 @@ fn mezzanine(dir: &Path, secs: u32) -> std::path::PathBuf {
 }
 
 /// ffmpeg as the encoder: `-re`, 1 s segments, PUT to jitmux.
-fn encoder(mezz: &Path, base: &str, camera: &str, key: &str, seg_type: &str) -> Child {
+pub fn encoder(mezz: &Path, base: &str, camera: &str, key: &str, seg_type: &str) -> Child {
     Command::new("ffmpeg")
         .args(["-v", "error", "-re", "-i"])
         .arg(mezz)
@@ -57,7 +57,7 @@ fn recordings(server: &Server, token: &str, camera: &str) -> Vec<(String, bool)>
     out
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
         assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");

@@ -8,3 +8,4 @@ mod live;
 mod media;
 mod robustness;
 mod stream;
+mod web;
