@@ -245,3 +245,54 @@ fn openapi_description_and_schemathesis_find_no_server_error() {
 fn which(cmd: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(cmd)).find(|p| p.is_file())
 }
+
+/// Another user's ETags, recording names and signed-URL parameters give bob no byte and no hint:
+/// every probe of alice's tree answers exactly what a path that never existed answers.
+#[test]
+fn another_users_etags_and_ids_give_no_hint() {
+    let env = Env::new("alice");
+    let bob = env.add_user("bob");
+    let a = env.import("alice", "front", &fixture("s13_h264_only_ts_2s").join("index.m3u8"));
+    let b = env.import("bob", "back", &fixture("s14_h264_only_fmp4_2s").join("index.m3u8"));
+    let server = env.serve();
+    let alice_etag = get(&server.url(&a), &env.token).header("etag").unwrap().to_string();
+    let bob_auth = format!("Bearer {bob}");
+    let never = a.replace("front", "nocam");
+    let probe = |path: &str, extra: &[(&str, &str)]| {
+        let mut h = vec![("Authorization", bob_auth.as_str())];
+        h.extend_from_slice(extra);
+        let r = request("GET", &server.url(path), &h);
+        let etag = r.header("etag").map(str::to_string);
+        (r.status, r.body, etag)
+    };
+    let refused = probe(&never, &[]);
+    assert_eq!(refused.0, 404);
+    for extra in [
+        vec![],
+        vec![("If-None-Match", alice_etag.as_str())],
+        vec![("If-Match", alice_etag.as_str())],
+        vec![("If-Range", alice_etag.as_str()), ("Range", "bytes=0-99")],
+        vec![("Range", "bytes=0-99")],
+    ] {
+        assert_eq!(probe(&a, &extra), refused, "alice's path with {extra:?}");
+    }
+    // The ETag, its hash part or the recording's name as a path of bob's tree: nothing.
+    let hash = alice_etag.trim_matches('"').to_string();
+    for p in
+        [format!("/{hash}"), format!("/front/{hash}.mp4"), format!("/back/{hash}.mp4"), "/1".into(), "/front/1".into()]
+    {
+        assert_eq!(probe(&p, &[]).0, 404, "{p}");
+    }
+    // Alice's ETag on bob's own file is just a non-matching validator.
+    let own = probe(&b, &[("If-None-Match", alice_etag.as_str())]);
+    assert_eq!(own.0, 200);
+    assert_ne!(own.2.as_deref(), Some(alice_etag.as_str()));
+    // A signed URL of bob's made to name alice's file (user, path swapped) is refused with the
+    // same reason as any bad signature.
+    let l = share(&env, "bob", &b, &[]).stdout.lines().last().unwrap().to_string();
+    let q = l.split_once('?').unwrap().1.replace("u=bob", "u=alice");
+    let r = anon(&format!("{}{}?{q}", server.base, a.replacen('/', "/v1/files/", 1)));
+    assert_eq!(r.status, 403);
+    let r2 = anon(&format!("{}{}?{q}", server.base, never.replacen('/', "/v1/files/", 1)));
+    assert_eq!((r.status, r.body), (r2.status, r2.body));
+}
