@@ -439,7 +439,8 @@ async fn serve_mp4(
         (status = 200, description = "JPEG of the recording's first video key frame, at most 320 pixels wide", content_type = "image/jpeg"),
         (status = 400, description = "Bad path", body = String, content_type = "text/plain"),
         (status = 401, description = "Missing or invalid token", body = String, content_type = "text/plain"),
-        (status = 404, description = "No such recording, or it has no H.264 key frame to show", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such recording, or no thumbnail for it (no video, not H.264, interlaced, or undecodable)", body = String, content_type = "text/plain"),
+        (status = 503, description = "Catalog or object store unavailable", body = String, content_type = "text/plain"),
     ),
     security(("bearer" = []))
 )]
@@ -457,7 +458,7 @@ async fn thumbnail(State(state): State<AppState>, req: Request) -> Result<Respon
             Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400")], jpeg)
                 .into_response())
         }
-        Err(e @ (ThumbError::NoVideo | ThumbError::Unsupported(_))) => {
+        Err(e @ (ThumbError::NoVideo | ThumbError::Unsupported(_) | ThumbError::Undecodable(_))) => {
             Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
         }
         Err(e) => {

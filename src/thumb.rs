@@ -36,16 +36,24 @@ pub enum ThumbError {
     /// No video track with a sync sample in its first segments.
     #[error("recording has no video key frame to show")]
     NoVideo,
-    /// Video that the thumbnail decoder cannot decode.
-    #[error("thumbnails are made from H.264 only; this recording is {0:?}")]
-    Unsupported(Codec),
-    /// Reading the catalog or the store, decoding or encoding failed.
+    /// Video that the thumbnail decoder cannot decode: another codec, or H.264 coding tools
+    /// that `openh264` lacks (interlace, 4:2:2/4:4:4 chroma, more than 8 bits).
+    #[error("no thumbnail: {0}")]
+    Unsupported(String),
+    /// The sync sample did not decode, or the picture did not encode.
+    #[error("no thumbnail: {0}")]
+    Undecodable(String),
+    /// Reading the catalog or the store failed (worth retrying).
     #[error("{0}")]
-    Failed(String),
+    Unavailable(String),
 }
 
 fn failed(e: impl std::fmt::Display) -> ThumbError {
-    ThumbError::Failed(e.to_string())
+    ThumbError::Unavailable(e.to_string())
+}
+
+fn undecodable(e: impl std::fmt::Display) -> ThumbError {
+    ThumbError::Undecodable(e.to_string())
 }
 
 /// The JPEG thumbnail of `rec`, from `inst`'s store or made and stored now.
@@ -56,7 +64,10 @@ pub async fn thumbnail(catalog: &Catalog, inst: &Arc<UserInstance>, rec: &Record
         let index = SegmentIndex::decode(&s.sample_index).map_err(failed)?;
         let Some(video) = index.track(TrackKind::Video) else { continue };
         if video.config.codec != Codec::H264 {
-            return Err(ThumbError::Unsupported(video.config.codec));
+            return Err(ThumbError::Unsupported(format!(
+                "thumbnails are made from H.264 only, not {:?}",
+                video.config.codec
+            )));
         }
         if let Some(i) = video.samples.iter().position(|x| x.sync) {
             found = Some((s, Arc::new(index), i));
@@ -97,14 +108,24 @@ pub async fn thumbnail(catalog: &Catalog, inst: &Arc<UserInstance>, rec: &Record
 /// `config` and encodes it as a JPEG at most [`MAX_WIDTH`] wide, at the display aspect ratio and
 /// rotation.
 pub fn render(config: &crate::format::index::TrackConfig, sample: &[u8]) -> Result<Vec<u8>, ThumbError> {
+    use crate::format::{codecs, h26x};
     use openh264::formats::YUVSource;
-    let annexb = crate::format::codecs::h264_sync_sample_annexb(&config.sample_entry, sample).map_err(failed)?;
-    let mut decoder = openh264::decoder::Decoder::new().map_err(failed)?;
-    let yuv = decoder.decode(&annexb).map_err(failed)?.ok_or_else(|| failed("decoder gave no picture"))?;
+    let annexb = codecs::h264_sync_sample_annexb(&config.sample_entry, sample).map_err(undecodable)?;
+    // openh264 decodes progressive 8-bit 4:2:0 only; say so rather than fail in the decoder.
+    let sps = h26x::nal_units(&annexb).find(|n| h26x::h264_nal_type(n) == 7).ok_or_else(|| undecodable("no SPS"))?;
+    let sps = h26x::parse_h264_sps(sps).map_err(undecodable)?;
+    if !sps.frame_mbs_only {
+        return Err(ThumbError::Unsupported("interlaced H.264 is not decoded for thumbnails".into()));
+    }
+    if sps.chroma_format_idc != 1 || sps.bit_depth_luma_minus8 != 0 || sps.bit_depth_chroma_minus8 != 0 {
+        return Err(ThumbError::Unsupported("only 8-bit 4:2:0 H.264 is decoded for thumbnails".into()));
+    }
+    let mut decoder = openh264::decoder::Decoder::new().map_err(undecodable)?;
+    let yuv = decoder.decode(&annexb).map_err(undecodable)?.ok_or_else(|| undecodable("decoder gave no picture"))?;
     let (w, h) = yuv.dimensions();
     let mut rgb = vec![0u8; yuv.rgb8_len()];
     yuv.write_rgb8(&mut rgb);
-    let img = image::RgbImage::from_raw(w as u32, h as u32, rgb).ok_or_else(|| failed("bad picture size"))?;
+    let img = image::RgbImage::from_raw(w as u32, h as u32, rgb).ok_or_else(|| undecodable("bad picture size"))?;
     // Display size before rotation: the track's (sample aspect ratio applied), else the picture's.
     let (disp_w, disp_h) =
         if config.width > 0 && config.height > 0 { (config.width, config.height) } else { (w as u32, h as u32) };
@@ -118,7 +139,9 @@ pub fn render(config: &crate::format::index::TrackConfig, sample: &[u8]) -> Resu
         _ => small,
     };
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY).encode_image(&shown).map_err(failed)?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
+        .encode_image(&shown)
+        .map_err(undecodable)?;
     Ok(out)
 }
 

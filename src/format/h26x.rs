@@ -216,6 +216,8 @@ pub struct H264Sps {
     pub height: u32,
     /// VUI sample aspect ratio (`sar_width`, `sar_height`); (1, 1) when absent, (0, 0) unspecified.
     pub sar: (u32, u32),
+    /// `frame_mbs_only_flag`: false for interlaced coding (field pictures or MBAFF).
+    pub frame_mbs_only: bool,
 }
 
 impl H264Sps {
@@ -337,6 +339,7 @@ pub fn parse_h264_sps(nal: &[u8]) -> Result<H264Sps, FormatError> {
         width: width as u32,
         height: height as u32,
         sar,
+        frame_mbs_only,
     })
 }
 

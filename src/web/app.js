@@ -43,6 +43,18 @@
     error.textContent = "Cannot play: " + ((e && e.message) || "the browser refused the file");
   });
 
+  // A recording without a thumbnail (interlaced or undecodable video) gets a plain tile.
+  function noPreview(img) {
+    const tile = document.createElement("div");
+    tile.className = "thumb none";
+    tile.textContent = "no preview";
+    img.replaceWith(tile);
+  }
+  for (const img of document.querySelectorAll("img.thumb")) {
+    if (img.complete && img.naturalWidth === 0) noPreview(img);
+    else img.addEventListener("error", function () { noPreview(img); });
+  }
+
   for (const card of document.querySelectorAll("li.card")) {
     const button = card.querySelector("button.play");
     const codecs = card.dataset.codecs || "";

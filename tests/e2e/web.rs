@@ -38,6 +38,7 @@ fn web_sign_in_sessions_csrf_and_thumbnails() {
     let bob = env.add_user("bob");
     let rec = env.import("alice", "garage", &fixture("s01_h264_aac_ts_2s").join("index.m3u8"));
     let hevc = env.import("alice", "attic", &fixture("s03_h265_aac_ts_1s").join("index.m3u8"));
+    let interlaced = env.import("alice", "sony", &fixture("r09_sony_avchd_ac3_fmp4").join("index.m3u8"));
     let server = env.serve();
     let base = &server.base.clone();
 
@@ -92,6 +93,9 @@ fn web_sign_in_sessions_csrf_and_thumbnails() {
     let h = with_cookie("GET", &format!("{base}/v1/thumbnails{}", hevc.replace(".mp4", ".jpg")), &cookie, &[], None);
     assert_eq!(h.status, 404);
     assert!(String::from_utf8_lossy(&h.body).contains("H.264 only"));
+    let i = get(&format!("{base}/v1/thumbnails{}", interlaced.replace(".mp4", ".jpg")), &env.token);
+    assert_eq!(i.status, 404);
+    assert!(String::from_utf8_lossy(&i.body).contains("interlaced"), "openh264 decodes progressive H.264 only");
 
     // Changing state on a session needs its CSRF token.
     let share = format!("{base}/v1/share");
