@@ -124,6 +124,53 @@ pub struct DirSummary {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pool: AnyPool,
+    reads: std::sync::Arc<Reads>,
+}
+
+/// Concurrent identical reads share one query ("single flight"): when a thousand viewers open
+/// the same live link at once, the token, camera and recording are each read once, not a
+/// thousand times through a pool of a few connections. Nothing is cached past the query: a
+/// read that starts after another finished queries again, so a revoked token or a new segment
+/// is seen as soon as without sharing.
+struct Coalesce<K, V> {
+    inflight: std::sync::Mutex<std::collections::HashMap<K, std::sync::Arc<tokio::sync::OnceCell<V>>>>,
+}
+
+impl<K, V> Default for Coalesce<K, V> {
+    fn default() -> Self {
+        Coalesce { inflight: Default::default() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Coalesce<K, V> {
+    /// `query()`'s result, or that of the same query already in flight for `key`.
+    async fn run<F: std::future::Future<Output = Result<V>>>(&self, key: K, query: impl FnOnce() -> F) -> Result<V> {
+        let cell = self.inflight.lock().unwrap().entry(key.clone()).or_default().clone();
+        let out = cell.get_or_try_init(query).await.cloned();
+        let mut inflight = self.inflight.lock().unwrap();
+        if inflight.get(&key).is_some_and(|c| std::sync::Arc::ptr_eq(c, &cell)) {
+            inflight.remove(&key);
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reads")
+    }
+}
+
+/// The reads that every request makes, coalesced.
+#[derive(Default)]
+struct Reads {
+    user_by_token: Coalesce<String, Option<User>>,
+    user_by_name: Coalesce<String, Option<User>>,
+    camera: Coalesce<(i64, String), Option<Camera>>,
+    recording: Coalesce<(i64, String, String), Option<Recording>>,
+    live_recording: Coalesce<i64, Option<Recording>>,
+    signing_key: Coalesce<String, Option<Vec<u8>>>,
+    session: Coalesce<String, Option<(User, String)>>,
 }
 
 /// Current time, unix ms.
@@ -168,7 +215,7 @@ impl Catalog {
         } else {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         }
-        Ok(Catalog { pool })
+        Ok(Catalog { pool, reads: Default::default() })
     }
 
     /// Creates user `name` and a first API token named `default`; returns the user and the token
@@ -212,6 +259,10 @@ impl Catalog {
 
     /// The user named `name`.
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        self.reads.user_by_name.run(name.to_string(), || self.user_by_name_query(name)).await
+    }
+
+    async fn user_by_name_query(&self, name: &str) -> Result<Option<User>> {
         let row =
             sqlx::query("SELECT id, name FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| User { id: r.get(0), name: r.get(1) }))
@@ -219,6 +270,10 @@ impl Catalog {
 
     /// The user owning the unrevoked API token `token`.
     pub async fn user_by_token(&self, token: &str) -> Result<Option<User>> {
+        self.reads.user_by_token.run(token.to_string(), || self.user_by_token_query(token)).await
+    }
+
+    async fn user_by_token_query(&self, token: &str) -> Result<Option<User>> {
         let row = sqlx::query(
             "SELECT u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id \
              WHERE t.token_sha256 = $1 AND t.revoked_ms IS NULL",
@@ -261,6 +316,10 @@ impl Catalog {
     /// The user and CSRF token of web session `id`, if it is open: not expired, not closed, and
     /// its API token not revoked.
     pub async fn session(&self, id: &str) -> Result<Option<(User, String)>> {
+        self.reads.session.run(id.to_string(), || self.session_query(id)).await
+    }
+
+    async fn session_query(&self, id: &str) -> Result<Option<(User, String)>> {
         let row = sqlx::query(
             "SELECT u.id, u.name, s.csrf FROM sessions s JOIN tokens t ON t.id = s.token_id \
              JOIN users u ON u.id = t.user_id \
@@ -296,6 +355,10 @@ impl Catalog {
 
     /// The camera `name` of `user_id`.
     pub async fn camera(&self, user_id: i64, name: &str) -> Result<Option<Camera>> {
+        self.reads.camera.run((user_id, name.to_string()), || self.camera_query(user_id, name)).await
+    }
+
+    async fn camera_query(&self, user_id: i64, name: &str) -> Result<Option<Camera>> {
         let row = sqlx::query("SELECT id FROM cameras WHERE user_id = $1 AND name = $2")
             .bind(user_id)
             .bind(name)
@@ -399,6 +462,13 @@ impl Catalog {
 
     /// The recording at `<camera>/<day>/<name>.mp4`.
     pub async fn recording(&self, camera_id: i64, day: &str, name: &str) -> Result<Option<Recording>> {
+        self.reads
+            .recording
+            .run((camera_id, day.to_string(), name.to_string()), || self.recording_query(camera_id, day, name))
+            .await
+    }
+
+    async fn recording_query(&self, camera_id: i64, day: &str, name: &str) -> Result<Option<Recording>> {
         let row = sqlx::query(&format!("{REC_SELECT} WHERE camera_id = $1 AND day = $2 AND name = $3"))
             .bind(camera_id)
             .bind(day)
@@ -493,6 +563,10 @@ impl Catalog {
 
     /// The secret of unretired signing key `kid`.
     pub async fn signing_key(&self, kid: &str) -> Result<Option<Vec<u8>>> {
+        self.reads.signing_key.run(kid.to_string(), || self.signing_key_query(kid)).await
+    }
+
+    async fn signing_key_query(&self, kid: &str) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query("SELECT secret_hex FROM signing_keys WHERE kid = $1 AND retired_ms IS NULL")
             .bind(kid)
             .fetch_optional(&self.pool)
@@ -533,6 +607,10 @@ impl Catalog {
 
     /// The camera's most recent live recording, if any.
     pub async fn live_recording(&self, camera_id: i64) -> Result<Option<Recording>> {
+        self.reads.live_recording.run(camera_id, || self.live_recording_query(camera_id)).await
+    }
+
+    async fn live_recording_query(&self, camera_id: i64) -> Result<Option<Recording>> {
         let row = sqlx::query(&format!(
             "{REC_SELECT} WHERE camera_id = $1 AND live = 1 ORDER BY start_ms DESC, id DESC LIMIT 1"
         ))
@@ -660,4 +738,30 @@ fn new_token() -> String {
     let mut b = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!("jm_{}", hex::encode(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn concurrent_reads_share_one_query_and_later_reads_query_again() {
+        let c: Coalesce<&str, u32> = Default::default();
+        let queries = AtomicUsize::new(0);
+        let query = || async {
+            queries.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok(7)
+        };
+        let all = futures::future::join_all((0..100).map(|_| c.run("k", query))).await;
+        assert!(all.iter().all(|r| matches!(r, Ok(7))));
+        assert_eq!(queries.load(Ordering::SeqCst), 1, "100 concurrent reads, one query");
+        c.run("k", query).await.unwrap();
+        assert_eq!(queries.load(Ordering::SeqCst), 2, "a later read queries again");
+        assert!(c.inflight.lock().unwrap().is_empty(), "nothing kept after the query");
+        let failing = || async { Err(CatalogError::Conflict("down".into())) };
+        assert!(c.run("k", failing).await.is_err());
+        assert_eq!(c.run("k", query).await.unwrap(), 7, "an error is not kept either");
+    }
 }
