@@ -9,8 +9,10 @@
      from /metrics, over the segments appended while viewers watched).
   3. Time to first byte of a quasi-stream of an archived recording: first body byte (init) and
      first fragment, cold and warm.
-  4. Server RSS with 1000 concurrent quasi-stream viewers that read slowly (64 KiB/s each).
-  5. Fairness: user B's time to the first 64 KiB of its file, idle and while user A runs 50
+  4. Thumbnails: a recording's first key frame as JPEG, made (cold) and then stored (warm).
+  5. Server RSS with 1000 concurrent quasi-stream viewers that read slowly (64 KiB/s each), and
+     how long until the last of them, all connecting at once, gets its first byte.
+  6. Fairness: user B's time to the first 64 KiB of its file, idle and while user A runs 50
      parallel full downloads in a loop (A's requests past its download limit get 429 and retry).
 
 Usage: bench/live_bench.py   (builds nothing; needs target/release/jitmux and ffmpeg)
@@ -197,16 +199,33 @@ async def main():
             print(f"  {label}: first body byte {(v.first_body_at - t) * 1000:5.1f} ms, first fragment "
                   f"{(v.moof_at[1] - t) * 1000:5.1f} ms")
 
+        print("== thumbnail of a recording (first key frame: openh264 decode, JPEG encode, stored)")
+        for fixture in ("s01_h264_aac_ts_2s", "r02_intel_car_ts"):
+            p = cli(DATA, "import", "--user", "bench", "--camera", "thumbs",
+                    os.path.join(ROOT, f"fixtures/sets/{fixture}/index.m3u8"))
+            times = []
+            for _ in range(4):
+                t = time.monotonic()
+                st, body = await http(srv, "GET", "/v1/thumbnails" + p[:-4] + ".jpg",
+                                      {"Authorization": f"Bearer {token}"})
+                assert st == 200, body
+                times.append((time.monotonic() - t) * 1000)
+            print(f"  {fixture}: cold {times[0]:5.1f} ms, then stored {statistics.median(times[1:]):4.1f} ms "
+                  f"({len(body)} bytes)")
+
         print("== RSS with 1000 concurrent quasi-stream viewers reading 64 KiB/s each")
         base = srv.rss_mib()
         viewers = [Viewer(srv, url, token, rate=64 * 1024) for _ in range(1000)]
+        t_connect = time.monotonic()
         tasks = [asyncio.create_task(v.run()) for v in viewers]
         peak = base
         for _ in range(10):
             await asyncio.sleep(1)
             peak = max(peak, srv.rss_mib())
         started = sum(1 for v in viewers if v.first_body_at)
-        print(f"  idle RSS {base:.1f} MiB; peak RSS over 10 s {peak:.1f} MiB; viewers streaming: {started}")
+        all_in = max((v.first_body_at for v in viewers if v.first_body_at), default=t_connect) - t_connect
+        print(f"  idle RSS {base:.1f} MiB; peak RSS over 10 s {peak:.1f} MiB; viewers streaming: {started} "
+              f"(the last got its first byte {all_in:.2f} s after all connected at once)")
         for t in tasks:
             t.cancel()
         await asyncio.sleep(1)
