@@ -227,7 +227,7 @@ fn openapi_description_and_schemathesis_find_no_server_error() {
     let doc: serde_json::Value =
         serde_json::from_slice(&request("GET", &format!("{}/v1/openapi.json", server.base), &[]).body).unwrap();
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    for p in ["/v1/files/{path}", "/v1/share", "/v1/ingest/{camera}/{file}", "/v1/me"] {
+    for p in ["/v1/files/{path}", "/v1/thumbnails/{path}", "/v1/share", "/v1/ingest/{camera}/{file}", "/v1/me"] {
         assert!(paths.iter().any(|x| x.as_str() == p), "{p} in {paths:?}");
     }
     let st = which("st").expect("schemathesis's `st` (pip install schemathesis; scripts/test.sh does)");
@@ -238,6 +238,10 @@ fn openapi_description_and_schemathesis_find_no_server_error() {
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "{}",
+        report.lines().filter(|l| l.contains("passed") || l.contains("generated")).collect::<Vec<_>>().join("\n")
+    );
     assert!(out.status.success(), "schemathesis found failures:\n{report}");
     assert!(report.contains("passed"), "{report}");
 }
