@@ -274,20 +274,11 @@ impl Catalog {
     }
 
     async fn user_by_token_query(&self, token: &str) -> Result<Option<User>> {
-        let row = sqlx::query(
-            "SELECT u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.token_sha256 = $1 AND t.revoked_ms IS NULL",
-        )
-        .bind(token_hash(token))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| User { id: r.get(0), name: r.get(1) }))
+        Ok(self.token_owner(token).await?.map(|(_, user)| user))
     }
 
-    /// Opens a web session for the unrevoked API token `token`, lasting `lifetime_ms`: returns the
-    /// user, the session id (the cookie value; only its hash is stored) and the session's CSRF
-    /// token, or `None` for an unknown or revoked token. Expired sessions are deleted on the way.
-    pub async fn open_session(&self, token: &str, lifetime_ms: i64) -> Result<Option<(User, String, String)>> {
+    /// The id of the unrevoked API token `token` and the user owning it.
+    async fn token_owner(&self, token: &str) -> Result<Option<(i64, User)>> {
         let row = sqlx::query(
             "SELECT t.id, u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id \
              WHERE t.token_sha256 = $1 AND t.revoked_ms IS NULL",
@@ -295,8 +286,14 @@ impl Catalog {
         .bind(token_hash(token))
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let (token_id, user) = (row.get::<i64, _>(0), User { id: row.get(1), name: row.get(2) });
+        Ok(row.map(|r| (r.get(0), User { id: r.get(1), name: r.get(2) })))
+    }
+
+    /// Opens a web session for the unrevoked API token `token`, lasting `lifetime_ms`: returns the
+    /// user, the session id (the cookie value; only its hash is stored) and the session's CSRF
+    /// token, or `None` for an unknown or revoked token. Expired sessions are deleted on the way.
+    pub async fn open_session(&self, token: &str, lifetime_ms: i64) -> Result<Option<(User, String, String)>> {
+        let Some((token_id, user)) = self.token_owner(token).await? else { return Ok(None) };
         let (id, csrf) = (new_token(), new_token());
         let now = now_ms();
         sqlx::query("DELETE FROM sessions WHERE expires_ms < $1").bind(now).execute(&self.pool).await?;

@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 use crate::catalog::{Catalog, Recording};
 use crate::format::index::{Codec, SegmentIndex, TrackKind};
+use crate::format::{codecs, h26x};
 use crate::instance::UserInstance;
 use crate::store::ObjectStore;
 
@@ -75,12 +76,17 @@ pub async fn thumbnail(catalog: &Catalog, inst: &Arc<UserInstance>, rec: &Record
         }
     }
     let (seg, index, sample_i) = found.ok_or(ThumbError::NoVideo)?;
+    let track_i = index.tracks.iter().position(|t| t.kind() == TrackKind::Video).expect("found above");
+    let track = &index.tracks[track_i];
+    // An `avcC` SPS tells before any segment read whether openh264 can decode the picture.
+    if let Some(sps) = codecs::avcc_parameter_sets(&track.config.sample_entry).ok().and_then(|p| p.sps.first().copied())
+    {
+        check_decodable(sps)?;
+    }
     let key = format!("users/{}/thumbs/{}-v{THUMB_VERSION}.jpg", inst.user.id, seg.sha256);
     if let Some(len) = inst.store.head(&key).await.map_err(failed)? {
         return inst.store.get_range(&key, 0..len).await.map_err(failed);
     }
-    let track_i = index.tracks.iter().position(|t| t.kind() == TrackKind::Video).expect("found above");
-    let track = &index.tracks[track_i];
     let chunk_i = track
         .chunks
         .iter()
@@ -108,18 +114,10 @@ pub async fn thumbnail(catalog: &Catalog, inst: &Arc<UserInstance>, rec: &Record
 /// `config` and encodes it as a JPEG at most [`MAX_WIDTH`] wide, at the display aspect ratio and
 /// rotation.
 pub fn render(config: &crate::format::index::TrackConfig, sample: &[u8]) -> Result<Vec<u8>, ThumbError> {
-    use crate::format::{codecs, h26x};
     use openh264::formats::YUVSource;
     let annexb = codecs::h264_sync_sample_annexb(&config.sample_entry, sample).map_err(undecodable)?;
-    // openh264 decodes progressive 8-bit 4:2:0 only; say so rather than fail in the decoder.
     let sps = h26x::nal_units(&annexb).find(|n| h26x::h264_nal_type(n) == 7).ok_or_else(|| undecodable("no SPS"))?;
-    let sps = h26x::parse_h264_sps(sps).map_err(undecodable)?;
-    if !sps.frame_mbs_only {
-        return Err(ThumbError::Unsupported("interlaced H.264 is not decoded for thumbnails".into()));
-    }
-    if sps.chroma_format_idc != 1 || sps.bit_depth_luma_minus8 != 0 || sps.bit_depth_chroma_minus8 != 0 {
-        return Err(ThumbError::Unsupported("only 8-bit 4:2:0 H.264 is decoded for thumbnails".into()));
-    }
+    check_decodable(sps)?;
     let mut decoder = openh264::decoder::Decoder::new().map_err(undecodable)?;
     let yuv = decoder.decode(&annexb).map_err(undecodable)?.ok_or_else(|| undecodable("decoder gave no picture"))?;
     let (w, h) = yuv.dimensions();
@@ -143,6 +141,19 @@ pub fn render(config: &crate::format::index::TrackConfig, sample: &[u8]) -> Resu
         .encode_image(&shown)
         .map_err(undecodable)?;
     Ok(out)
+}
+
+/// openh264 decodes progressive 8-bit 4:2:0 H.264 only: says so for an SPS NAL unit that needs
+/// more, rather than fail in the decoder.
+fn check_decodable(sps: &[u8]) -> Result<(), ThumbError> {
+    let sps = h26x::parse_h264_sps(sps).map_err(undecodable)?;
+    if !sps.frame_mbs_only {
+        return Err(ThumbError::Unsupported("interlaced H.264 is not decoded for thumbnails".into()));
+    }
+    if sps.chroma_format_idc != 1 || sps.bit_depth_luma_minus8 != 0 || sps.bit_depth_chroma_minus8 != 0 {
+        return Err(ThumbError::Unsupported("only 8-bit 4:2:0 H.264 is decoded for thumbnails".into()));
+    }
+    Ok(())
 }
 
 /// Clockwise display rotation in degrees (0, 90, 180, 270) of a `tkhd` matrix

@@ -240,15 +240,17 @@ fn is_hevc(codecs: &str) -> bool {
     codecs.starts_with("hev1") || codecs.starts_with("hvc1")
 }
 
+/// The card of `camera`'s live broadcast `rec`.
+fn live_card(camera: &str, rec: &Recording) -> String {
+    card(&[camera, "live.mp4"], camera, rec, &format!("{} so far", human_duration(rec.duration_ms)))
+}
+
 /// A playable item: a recording or a camera's live broadcast.
 fn card(path_segs: &[&str], title: &str, rec: &Recording, meta: &str) -> String {
     let file = href("", path_segs);
-    let mut thumb_segs = path_segs.to_vec();
-    let stem = path_segs.last().and_then(|n| n.strip_suffix(".mp4")).unwrap_or_default();
-    let jpg = format!("{stem}.jpg");
-    *thumb_segs.last_mut().expect("non-empty path") = &jpg;
+    let jpg = format!("/v1/thumbnails{}.jpg", file.strip_suffix(".mp4").unwrap_or(&file));
     let thumb = if rec.codecs.is_empty() || rec.codecs.starts_with("avc") {
-        format!("<img class=thumb src=\"{}\" alt=\"\" loading=lazy>", esc(&href("/v1/thumbnails", &thumb_segs)))
+        format!("<img class=thumb src=\"{}\" alt=\"\" loading=lazy>", esc(&jpg))
     } else if is_hevc(&rec.codecs) {
         "<div class=\"thumb none\">H.265</div>".to_string()
     } else {
@@ -264,7 +266,7 @@ fn card(path_segs: &[&str], title: &str, rec: &Recording, meta: &str) -> String 
         c = esc(&rec.codecs),
         l = rec.live,
         verb = if rec.live { "Watch live" } else { "Play" },
-        dl = esc(&href("/v1/files", path_segs)),
+        dl = esc(&format!("/v1/files{file}")),
     )
 }
 
@@ -293,8 +295,7 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
                 let cam = cat.camera(user.id, &c.name).await?.ok_or_else(ApiError::not_found)?;
                 let live = cat.live_recording(cam.id).await?;
                 if let Some(rec) = &live {
-                    let meta = format!("{} so far", human_duration(rec.duration_ms));
-                    live_cards.push_str(&card(&[&c.name, "live.mp4"], &c.name, rec, &meta));
+                    live_cards.push_str(&live_card(&c.name, rec));
                 }
                 body.push_str(&format!(
                     "<li><a href=\"{}/\">{}</a> {}<span class=dim>{} · {}</span></li>",
@@ -313,11 +314,7 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
         [camera] => {
             let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
             if let Some(rec) = cat.live_recording(cam.id).await? {
-                let meta = format!("{} so far", human_duration(rec.duration_ms));
-                body.push_str(&format!(
-                    "<h2>Live now</h2><ul class=cards>{}</ul>",
-                    card(&[camera, "live.mp4"], camera, &rec, &meta)
-                ));
+                body.push_str(&format!("<h2>Live now</h2><ul class=cards>{}</ul>", live_card(camera, &rec)));
             }
             body.push_str("<h2>Days</h2><ul class=dirs>");
             for d in cat.list_days(cam.id).await? {

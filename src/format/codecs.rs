@@ -6,6 +6,7 @@
 //! holds it: `avc1`/`avc3` + `avcC`, `hev1`/`hvc1` + `hvcC`, `mp4a` + `esds`, `ac-3` + `dac3`.
 
 use super::FormatError;
+use super::boxes::Boxes;
 use super::bytes::Reader;
 
 /// Size of the VisualSampleEntry fields between the box header and the first child box
@@ -14,34 +15,26 @@ const VISUAL_FIELDS_LEN: usize = 78;
 /// Size of the AudioSampleEntry (version 0) fields before the first child box (§12.2.3), bytes.
 const AUDIO_FIELDS_LEN: usize = 28;
 
-/// The sample entry's FourCC and the child box `child` inside it (its payload after the 8-byte
-/// header), if present.
-fn sample_entry_child<'a>(entry: &'a [u8], child: &[u8; 4]) -> Result<([u8; 4], Option<&'a [u8]>), FormatError> {
-    let mut r = Reader::new(entry, 0);
-    let size = r.u32("sample entry size")? as usize;
-    let fourcc: [u8; 4] = r.take(4, "sample entry type")?.try_into().expect("4 bytes");
-    if size != entry.len() {
+/// The sample entry's FourCC and the body of its configuration box (`avcC`, `hvcC`, `esds`), if
+/// it is of a type that has one and the box is present.
+fn sample_entry_config(entry: &[u8]) -> Result<([u8; 4], Option<&[u8]>), FormatError> {
+    let b = Boxes::new(entry, 0, entry.len()).next().ok_or_else(|| FormatError::new(0, "empty sample entry"))??;
+    if b.end != entry.len() {
         return Err(FormatError::new(0, "sample entry size does not match its bytes"));
     }
-    let fields = match &fourcc {
-        b"avc1" | b"avc3" | b"hev1" | b"hvc1" => VISUAL_FIELDS_LEN,
-        b"mp4a" | b"ac-3" => AUDIO_FIELDS_LEN,
-        _ => return Ok((fourcc, None)),
+    let (fields, config) = match &b.fourcc {
+        b"avc1" | b"avc3" => (VISUAL_FIELDS_LEN, b"avcC"),
+        b"hev1" | b"hvc1" => (VISUAL_FIELDS_LEN, b"hvcC"),
+        b"mp4a" => (AUDIO_FIELDS_LEN, b"esds"),
+        _ => return Ok((b.fourcc, None)),
     };
-    r.skip(fields, "sample entry fields")?;
-    while r.remaining() >= 8 {
-        let at = r.offset();
-        let len = r.u32("box size")? as usize;
-        let kind = r.take(4, "box type")?;
-        if len < 8 {
-            return Err(FormatError::new(at, "box size below 8"));
-        }
-        let body = r.take(len - 8, "box body")?;
-        if kind == child {
-            return Ok((fourcc, Some(body)));
+    for child in Boxes::new(entry, (b.body + fields).min(b.end), b.end) {
+        let child = child?;
+        if &child.fourcc == config {
+            return Ok((b.fourcc, Some(&entry[child.body..child.end])));
         }
     }
-    Ok((fourcc, None))
+    Ok((b.fourcc, None))
 }
 
 /// The RFC 6381 §3.3 codecs parameter of one track: `avc1.PPCCLL` (ISO/IEC 14496-15 Annex E.2),
@@ -49,12 +42,7 @@ fn sample_entry_child<'a>(entry: &'a [u8], child: &[u8; 4]) -> Result<([u8; 4], 
 /// unreadable entry gives its FourCC alone.
 pub fn codec_string(sample_entry: &[u8]) -> Result<String, FormatError> {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
-    let (fourcc, child) = match sample_entry.get(4..8) {
-        Some(b"avc1" | b"avc3") => sample_entry_child(sample_entry, b"avcC")?,
-        Some(b"hev1" | b"hvc1") => sample_entry_child(sample_entry, b"hvcC")?,
-        Some(b"mp4a") => sample_entry_child(sample_entry, b"esds")?,
-        _ => sample_entry_child(sample_entry, b"none")?,
-    };
+    let (fourcc, child) = sample_entry_config(sample_entry)?;
     let name = String::from_utf8_lossy(&fourcc).into_owned();
     let Some(body) = child else { return Ok(name) };
     match &fourcc {
@@ -139,7 +127,8 @@ fn expect_descriptor(r: &mut Reader, tag: u8) -> Result<usize, FormatError> {
 /// (ISO/IEC 14496-15 §5.3.3.1), and its NAL length size in bytes. `avc3` entries may carry none:
 /// their parameter sets are in-band.
 pub fn avcc_parameter_sets(sample_entry: &[u8]) -> Result<AvcParameterSets<'_>, FormatError> {
-    let (_, Some(avcc)) = sample_entry_child(sample_entry, b"avcC")? else {
+    let (fourcc, avcc) = sample_entry_config(sample_entry)?;
+    let (b"avc1" | b"avc3", Some(avcc)) = (&fourcc, avcc) else {
         return Err(FormatError::new(0, "not an H.264 sample entry with avcC"));
     };
     let mut r = Reader::new(avcc, 0);

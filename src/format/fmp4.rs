@@ -6,7 +6,7 @@
 //! Every offset in a [`FormatError`] is a byte offset into the buffer being parsed.
 
 use super::FormatError;
-use super::bytes::Reader;
+use super::boxes::{BoxRef, Boxes, child, need};
 use super::index::{Codec, Container, Sample, SegmentIndex, TrackConfig, TrackIndex, TrackKind, contiguous_chunks};
 use crate::bail_at;
 
@@ -52,115 +52,6 @@ pub struct Trex {
 
 /// `sample_is_non_sync_sample` in the sample flags word (§8.8.3.1).
 const NON_SYNC: u32 = 0x0001_0000;
-
-/// One box located in the parsed buffer; all positions are absolute byte offsets.
-#[derive(Debug, Clone, Copy)]
-struct BoxRef {
-    fourcc: [u8; 4],
-    /// Offset of the box's first (size) byte.
-    start: usize,
-    /// Offset of the first byte after the header (size, type, largesize, usertype).
-    body: usize,
-    /// Offset one past the box's last byte.
-    end: usize,
-}
-
-impl BoxRef {
-    fn name(&self) -> String {
-        fourcc_str(&self.fourcc)
-    }
-    /// A reader over the box body.
-    fn reader<'a>(&self, data: &'a [u8]) -> Reader<'a> {
-        Reader::new(&data[self.body..self.end], self.body as u64)
-    }
-    /// Reads the FullBox header (§4.2): (version, flags).
-    fn full<'a>(&self, data: &'a [u8]) -> Result<(Reader<'a>, u8, u32), FormatError> {
-        let mut r = self.reader(data);
-        let what = format!("{} header", self.name());
-        let version = r.u8(&what)?;
-        let flags = r.u24(&what)?;
-        Ok((r, version, flags))
-    }
-}
-
-fn fourcc_str(f: &[u8; 4]) -> String {
-    f.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect()
-}
-
-/// Iterates the boxes in `data[start..end]` (§4.2): 32-bit `size`, 64-bit `largesize` when
-/// `size` is 1, to the end of the parent when `size` is 0, 16-byte usertype after `uuid`. A box
-/// that overruns its parent or a truncated header yields one error and ends the iteration.
-struct Boxes<'a> {
-    data: &'a [u8],
-    pos: usize,
-    end: usize,
-}
-
-impl<'a> Boxes<'a> {
-    fn new(data: &'a [u8], start: usize, end: usize) -> Self {
-        Boxes { data, pos: start, end }
-    }
-    fn children(data: &'a [u8], parent: &BoxRef) -> Self {
-        Boxes::new(data, parent.body, parent.end)
-    }
-    fn next_box(&mut self) -> Result<BoxRef, FormatError> {
-        let start = self.pos;
-        let mut r = Reader::new(&self.data[start..self.end], start as u64);
-        let size32 = r.u32("box header")?;
-        let fourcc: [u8; 4] = r.take(4, "box header")?.try_into().unwrap();
-        let name = fourcc_str(&fourcc);
-        let size = match size32 {
-            0 => (self.end - start) as u64,
-            1 => r.u64("box largesize")?,
-            s => s as u64,
-        };
-        if &fourcc == b"uuid" {
-            r.skip(16, "uuid box usertype")?;
-        }
-        let body = r.offset() as usize;
-        if size < (body - start) as u64 {
-            bail_at!(start, "box '{name}' size {size} is smaller than its header");
-        }
-        if size > (self.end - start) as u64 {
-            bail_at!(start, "box '{name}' of {size} bytes overruns its parent, which ends at byte {}", self.end);
-        }
-        Ok(BoxRef { fourcc, start, body, end: start + size as usize })
-    }
-}
-
-impl Iterator for Boxes<'_> {
-    type Item = Result<BoxRef, FormatError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.pos >= self.end {
-            return None;
-        }
-        let b = self.next_box();
-        match &b {
-            Ok(b) => self.pos = b.end,
-            Err(_) => self.pos = self.end,
-        }
-        Some(b)
-    }
-}
-
-/// The first child of `parent` with type `fourcc`; errors if the children are malformed.
-fn child(data: &[u8], parent: &BoxRef, fourcc: &[u8; 4]) -> Result<Option<BoxRef>, FormatError> {
-    for b in Boxes::children(data, parent) {
-        let b = b?;
-        if &b.fourcc == fourcc {
-            return Ok(Some(b));
-        }
-    }
-    Ok(None)
-}
-
-/// Like [`child`] but a missing box is an error.
-fn need(data: &[u8], parent: &BoxRef, fourcc: &[u8; 4]) -> Result<BoxRef, FormatError> {
-    match child(data, parent, fourcc)? {
-        Some(b) => Ok(b),
-        None => bail_at!(parent.start, "'{}' box has no '{}'", parent.name(), fourcc_str(fourcc)),
-    }
-}
 
 /// Parses an fMP4 init segment (ISO/IEC 14496-12 §8.8.1: `ftyp` + `moov` with `mvex`).
 ///
