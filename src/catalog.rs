@@ -59,13 +59,20 @@ pub struct Recording {
     pub etag: String,
     /// [`crate::format::mp4::FORMAT_VERSION`] that `len_bytes` and `etag` were computed with.
     pub format_version: i64,
-    /// Last change, unix ms (`Last-Modified`).
+    /// Last change of the row (import, append, end), unix ms; strictly increasing per append,
+    /// it keys cached layouts. Not what clients see: that is `modified_ms`.
     pub updated_ms: i64,
     /// A live broadcast is still appending segments.
     pub live: bool,
     /// RFC 6381 codecs of its tracks, comma-separated (`avc1.640028,mp4a.40.2`); empty when
     /// unknown.
     pub codecs: String,
+    /// The file's modification time (`Last-Modified`, listings), unix ms: the wall-clock end
+    /// for a finished recording, the last append for a live one, the re-layout time after a
+    /// format change.
+    pub modified_ms: i64,
+    /// Source streams the file does not carry, one per line; empty when none.
+    pub skipped: String,
 }
 
 /// One stored segment of a recording.
@@ -106,6 +113,10 @@ pub struct NewRecording {
     pub live: bool,
     /// See [`Recording::codecs`].
     pub codecs: String,
+    /// See [`Recording::modified_ms`].
+    pub modified_ms: i64,
+    /// See [`Recording::skipped`].
+    pub skipped: String,
     pub segments: Vec<Segment>,
 }
 
@@ -116,8 +127,8 @@ pub struct DirSummary {
     /// Sum of the recordings' `len_bytes`.
     pub len_bytes: i64,
     pub duration_ms: i64,
-    /// Latest `updated_ms` under it.
-    pub updated_ms: i64,
+    /// Latest `modified_ms` under it (unix ms).
+    pub modified_ms: i64,
 }
 
 /// A handle on the catalog database; cheap to clone.
@@ -382,8 +393,8 @@ impl Catalog {
             .expect("unbounded");
         let id: i64 = sqlx::query(
             "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
-             etag, format_version, updated_ms, live, codecs) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+             etag, format_version, updated_ms, live, codecs, modified_ms, skipped) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(r.camera_id)
         .bind(&r.day)
@@ -397,6 +408,8 @@ impl Catalog {
         .bind(r.updated_ms)
         .bind(r.live as i64)
         .bind(&r.codecs)
+        .bind(r.modified_ms)
+        .bind(&r.skipped)
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
@@ -418,6 +431,8 @@ impl Catalog {
             updated_ms: r.updated_ms,
             live: r.live,
             codecs: r.codecs.clone(),
+            modified_ms: r.modified_ms,
+            skipped: r.skipped.clone(),
         })
     }
 
@@ -425,7 +440,7 @@ impl Catalog {
     pub async fn list_cameras(&self, user_id: i64) -> Result<Vec<DirSummary>> {
         let rows = sqlx::query(
             "SELECT c.name, CAST(COALESCE(SUM(r.len_bytes), 0) AS BIGINT), CAST(COALESCE(SUM(r.duration_ms), 0) AS BIGINT), \
-             COALESCE(MAX(r.updated_ms), MAX(c.created_ms)) \
+             COALESCE(MAX(r.modified_ms), MAX(c.created_ms)) \
              FROM cameras c LEFT JOIN recordings r ON r.camera_id = c.id \
              WHERE c.user_id = $1 GROUP BY c.id, c.name ORDER BY c.name",
         )
@@ -438,7 +453,7 @@ impl Catalog {
     /// The camera's day directories with totals, by day.
     pub async fn list_days(&self, camera_id: i64) -> Result<Vec<DirSummary>> {
         let rows = sqlx::query(
-            "SELECT day, CAST(SUM(len_bytes) AS BIGINT), CAST(SUM(duration_ms) AS BIGINT), MAX(updated_ms) FROM recordings \
+            "SELECT day, CAST(SUM(len_bytes) AS BIGINT), CAST(SUM(duration_ms) AS BIGINT), MAX(modified_ms) FROM recordings \
              WHERE camera_id = $1 GROUP BY day ORDER BY day",
         )
         .bind(camera_id)
@@ -624,13 +639,14 @@ impl Catalog {
     }
 
     /// Appends `segment` to a live recording and records the grown file (length, head length,
-    /// ETag, duration, change time) in one transaction.
+    /// ETag, duration, change and modification times, codecs, skipped streams) in one
+    /// transaction.
     pub async fn append_segment(&self, rec: &Recording, segment: &Segment) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_segment(&mut tx, rec.id, segment).await?;
         sqlx::query(
             "UPDATE recordings SET duration_ms = $1, len_bytes = $2, head_len_bytes = $3, etag = $4, \
-             format_version = $5, updated_ms = $6 WHERE id = $7",
+             format_version = $5, updated_ms = $6, modified_ms = $7, codecs = $8, skipped = $9 WHERE id = $10",
         )
         .bind(rec.duration_ms)
         .bind(rec.len_bytes)
@@ -638,6 +654,9 @@ impl Catalog {
         .bind(&rec.etag)
         .bind(rec.format_version)
         .bind(rec.updated_ms)
+        .bind(rec.modified_ms)
+        .bind(&rec.codecs)
+        .bind(&rec.skipped)
         .bind(rec.id)
         .execute(&mut *tx)
         .await?;
@@ -661,7 +680,8 @@ impl Catalog {
         Ok(r.rows_affected())
     }
 
-    /// Records a recomputed layout (after a format version change).
+    /// Records a recomputed layout (after a format version change); its bytes changed now, so
+    /// does its modification time.
     pub async fn set_layout(
         &self,
         recording_id: i64,
@@ -671,12 +691,14 @@ impl Catalog {
         format_version: i64,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE recordings SET len_bytes = $1, head_len_bytes = $2, etag = $3, format_version = $4 WHERE id = $5",
+            "UPDATE recordings SET len_bytes = $1, head_len_bytes = $2, etag = $3, format_version = $4, \
+             modified_ms = $5 WHERE id = $6",
         )
         .bind(len_bytes)
         .bind(head_len_bytes)
         .bind(etag)
         .bind(format_version)
+        .bind(now_ms())
         .bind(recording_id)
         .execute(&self.pool)
         .await?;
@@ -705,7 +727,7 @@ async fn insert_segment(tx: &mut sqlx::Transaction<'_, sqlx::Any>, recording_id:
 }
 
 const REC_SELECT: &str = "SELECT id, camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
-                          etag, format_version, updated_ms, live, codecs FROM recordings";
+                          etag, format_version, updated_ms, live, codecs, modified_ms, skipped FROM recordings";
 
 fn recording(r: &sqlx::any::AnyRow) -> Recording {
     Recording {
@@ -722,11 +744,13 @@ fn recording(r: &sqlx::any::AnyRow) -> Recording {
         updated_ms: r.get(10),
         live: r.get::<i64, _>(11) != 0,
         codecs: r.get(12),
+        modified_ms: r.get(13),
+        skipped: r.get(14),
     }
 }
 
 fn summary(r: &sqlx::any::AnyRow) -> DirSummary {
-    DirSummary { name: r.get(0), len_bytes: r.get(1), duration_ms: r.get(2), updated_ms: r.get(3) }
+    DirSummary { name: r.get(0), len_bytes: r.get(1), duration_ms: r.get(2), modified_ms: r.get(3) }
 }
 
 /// A new random API token: `jm_` + 64 hex digits (256 bits).

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, NewRecording, Recording, Segment, now_ms};
-use crate::format::index::{Container, SegmentIndex};
+use crate::format::index::{Container, ParamCarry, SegmentIndex};
 use crate::format::mp4::{FORMAT_VERSION, Layout, SegmentInput};
 use crate::format::{fmp4, m3u8, ts};
 use crate::store::ObjectStore;
@@ -82,7 +82,8 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, ImportError> {
 
 /// Imports the playlist at `playlist` as a new recording of `user`'s camera `camera` (created if
 /// missing). `start_ms` overrides the wall-clock start (default: the first
-/// `#EXT-X-PROGRAM-DATE-TIME`, else now).
+/// `#EXT-X-PROGRAM-DATE-TIME`, else now). `name` overrides the file name (default: the start
+/// time `HH-MM-SS`); a name already taken that day gets `-2`, `-3`, … appended.
 pub async fn import_playlist(
     catalog: &Catalog,
     store: &dyn ObjectStore,
@@ -90,9 +91,13 @@ pub async fn import_playlist(
     camera: &str,
     playlist: &Path,
     start_ms: Option<i64>,
+    name: Option<&str>,
 ) -> Result<Recording, ImportError> {
     let user = catalog.user_by_name(user).await?.ok_or_else(|| input(format!("unknown user {user:?}")))?;
     crate::service::check_name(camera).map_err(|e| input(format!("camera name {camera:?}: {e}")))?;
+    if let Some(n) = name {
+        crate::service::check_name(n).map_err(|e| input(format!("recording name {n:?}: {e}")))?;
+    }
     let text = read(playlist, "playlist")?;
     let pl = m3u8::parse(&text).map_err(|e| input(format!("playlist {}: {e}", playlist.display())))?;
     let dir = playlist.parent().unwrap_or(Path::new("."));
@@ -101,6 +106,17 @@ pub async fn import_playlist(
     let mut inits: HashMap<String, (Arc<fmp4::InitSegment>, String, PathBuf)> = HashMap::new();
     let mut parsed: Vec<Parsed> = Vec::new();
     let mut join_next = false;
+    // Parameter sets carried from segment to segment (encoders that send them only at the start).
+    let mut carry = ParamCarry::default();
+    // Streams not carried, in first-seen order.
+    let mut skipped: Vec<String> = Vec::new();
+    let mut skip = |list: &[String]| {
+        for s in list {
+            if !skipped.contains(s) {
+                skipped.push(s.clone());
+            }
+        }
+    };
     for seg in &pl.segments {
         if seg.gap {
             join_next = true;
@@ -122,6 +138,7 @@ pub async fn import_playlist(
                     let ipath = dir.join(map);
                     let ib = read(&ipath, "init segment")?;
                     let init = fmp4::parse_init(&ib).map_err(|e| input(format!("init segment {map}: {e}")))?;
+                    skip(&init.skipped);
                     let key = object_key(user.id, &sha256_hex(&ib), "mp4");
                     inits.insert(map.clone(), (Arc::new(init), key, ipath));
                 }
@@ -129,7 +146,12 @@ pub async fn import_playlist(
                 let idx = fmp4::index_segment(init, &data).map_err(|e| input(format!("segment {}: {e}", seg.uri)))?;
                 (idx, Some((key.clone(), ipath.clone())), "m4s")
             }
-            None => (ts::index_segment(&data).map_err(|e| input(format!("segment {}: {e}", seg.uri)))?, None, "ts"),
+            None => {
+                let ts = ts::index_segment_with(&data, &mut carry)
+                    .map_err(|e| input(format!("segment {}: {e}", seg.uri)))?;
+                skip(&ts.skipped);
+                (ts.index, None, "ts")
+            }
         };
         debug_assert!(index.container == if init.is_some() { Container::Fmp4 } else { Container::Ts });
         if index.tracks.iter().all(|t| t.samples.is_empty()) {
@@ -160,7 +182,9 @@ pub async fn import_playlist(
     let start_ms = start_ms
         .or_else(|| pl.segments.first().and_then(|s| s.program_date_time.as_deref()).and_then(parse_rfc3339_ms))
         .unwrap_or_else(now_ms);
-    let (day, name) = day_and_name(start_ms);
+    let (day, default_name) = day_and_name(start_ms);
+    let name = name.map_or(default_name, str::to_string);
+    let duration_ms = (layout.duration_s() * 1000.0).round() as i64;
 
     // 2. Store objects (content-addressed, so re-imports share them), then the catalog rows.
     let mut written: Vec<String> = Vec::new();
@@ -193,7 +217,7 @@ pub async fn import_playlist(
             day,
             name,
             start_ms,
-            duration_ms: (layout.duration_s() * 1000.0).round() as i64,
+            duration_ms,
             len_bytes: layout.len_bytes as i64,
             head_len_bytes: layout.head.len() as i64,
             etag: etag.clone(),
@@ -201,6 +225,9 @@ pub async fn import_playlist(
             updated_ms: now_ms(),
             live: false,
             codecs: layout.codecs(),
+            // The file's modification time is the recording's wall-clock end.
+            modified_ms: start_ms + duration_ms,
+            skipped: skipped.join("\n"),
             segments: parsed
                 .iter()
                 .enumerate()

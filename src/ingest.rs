@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 
 use crate::catalog::{Camera, NewRecording, Recording, Segment, now_ms};
-use crate::format::index::SegmentIndex;
+use crate::format::index::{ParamCarry, SegmentIndex};
 use crate::format::mp4::{FORMAT_VERSION, Layout, SegmentInput};
 use crate::format::{fmp4, m3u8, ts};
 use crate::import::{day_and_name, full_file_etag, sha256_hex};
@@ -99,6 +99,11 @@ struct Broadcast {
     awaiting_init: Vec<(String, Bytes)>,
     /// Uploads that were refused; the playlist's entries for them become gaps.
     rejected: HashSet<String>,
+    /// Video parameter sets carried between MPEG-TS segments (encoders that send them only at
+    /// the start of a stream).
+    carry: ParamCarry,
+    /// Source streams not carried, in first-seen order.
+    skipped: Vec<String>,
     appended: HashSet<String>,
     /// What the recording is made of so far (layout inputs, ETag inputs).
     inputs: Vec<SegmentInput>,
@@ -118,6 +123,8 @@ impl Broadcast {
             pending: HashMap::new(),
             awaiting_init: Vec::new(),
             rejected: HashSet::new(),
+            carry: ParamCarry::default(),
+            skipped: Vec::new(),
             appended: HashSet::new(),
             inputs: Vec::new(),
             etag_parts: Vec::new(),
@@ -259,6 +266,7 @@ async fn broadcast(state: &AppState, cam: &Camera) -> Result<Arc<tokio::sync::Mu
         let segs = state.catalog.segments(rec.id).await?;
         for s in &segs {
             let index = SegmentIndex::decode(&s.sample_index).map_err(internal)?;
+            bc.carry.remember(&index);
             bc.inputs.push(SegmentInput { index: Arc::new(index), join_before: s.join_before });
             bc.etag_parts.push((s.sha256.clone(), s.sample_index.clone(), s.join_before));
             bc.appended.insert(s.source_name.clone());
@@ -270,6 +278,7 @@ async fn broadcast(state: &AppState, cam: &Camera) -> Result<Arc<tokio::sync::Mu
             bc.inits.insert("(resumed)".into(), (Arc::new(init), key));
             bc.latest_init = Some("(resumed)".into());
         }
+        bc.skipped = rec.skipped.lines().map(str::to_string).collect();
         tracing::info!(recording = rec.id, segments = segs.len(), "resuming live broadcast");
         bc.rec = Some(rec);
     }
@@ -285,20 +294,25 @@ async fn accept_segment(
     data: Bytes,
 ) -> Result<(), ApiError> {
     let bad = |e: crate::format::FormatError| err(StatusCode::UNPROCESSABLE_ENTITY, format!("segment {file}: {e}"));
-    let (index, init_key) = if ext == "m4s" {
+    let (index, init_key, skipped) = if ext == "m4s" {
         let name = bc.latest_init.clone().expect("callers wait for an init");
         let (init, key) = &bc.inits[&name];
-        (fmp4::index_segment(init, &data).map_err(bad)?, Some(key.clone()))
+        (fmp4::index_segment(init, &data).map_err(bad)?, Some(key.clone()), init.skipped.clone())
     } else {
-        (ts::index_segment(&data).map_err(bad)?, None)
+        // A trial copy of the carried parameter sets: a refused segment must not change them.
+        let mut carry = bc.carry.clone();
+        let ts = ts::index_segment_with(&data, &mut carry).map_err(bad)?;
+        bc.carry = carry;
+        (ts.index, None, ts.skipped)
     };
     if index.tracks.iter().all(|t| t.samples.is_empty()) {
         return Err(err(StatusCode::UNPROCESSABLE_ENTITY, format!("segment {file}: no audio or video samples")));
     }
-    // The broadcast's codecs are fixed by its first segment.
+    // The broadcast's codecs are fixed by its first segment, track by track.
     if let Some(first) = bc.inputs.first() {
-        for t in &index.tracks {
-            if let Some(f) = first.index.track(t.kind()).filter(|f| f.config.codec != t.config.codec) {
+        for (key, t) in index.keyed_tracks() {
+            let same = first.index.keyed_tracks().find(|(k, _)| *k == key).map(|(_, f)| f);
+            if let Some(f) = same.filter(|f| f.config.codec != t.config.codec) {
                 return Err(err(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!(
@@ -309,6 +323,11 @@ async fn accept_segment(
                     ),
                 ));
             }
+        }
+    }
+    for s in skipped {
+        if !bc.skipped.contains(&s) {
+            bc.skipped.push(s);
         }
     }
     let sha256 = sha256_hex(&data);
@@ -422,6 +441,8 @@ async fn append(
                 updated_ms: now_ms(),
                 live: true,
                 codecs: layout.codecs(),
+                modified_ms: now_ms(),
+                skipped: bc.skipped.join("\n"),
                 segments: vec![segment],
             };
             let rec = state.catalog.insert_recording(&new).await?;
@@ -436,6 +457,9 @@ async fn append(
             rec.format_version = FORMAT_VERSION as i64;
             // Strictly increasing: it keys cached layouts.
             rec.updated_ms = now_ms().max(rec.updated_ms + 1);
+            rec.modified_ms = now_ms();
+            rec.codecs = layout.codecs();
+            rec.skipped = bc.skipped.join("\n");
             if let Err(e) = state.catalog.append_segment(&rec, &segment).await {
                 bc.inputs.pop();
                 bc.etag_parts.pop();

@@ -53,6 +53,10 @@ enum Cmd {
         user_idle_evict: f64,
     },
     /// Import an HLS media playlist (VOD or EVENT) as a recording; prints its path in the tree.
+    ///
+    /// The recording is /CAMERA/DAY/NAME.mp4: DAY and NAME (HH-MM-SS) come from its wall-clock
+    /// start in UTC, which is --start, else the playlist's first #EXT-X-PROGRAM-DATE-TIME, else
+    /// the time of the import. A name already taken that day gets -2, -3, … appended.
     Import {
         #[arg(long)]
         user: String,
@@ -61,6 +65,9 @@ enum Cmd {
         /// Wall-clock start (RFC 3339); default: #EXT-X-PROGRAM-DATE-TIME, else now.
         #[arg(long)]
         start: Option<String>,
+        /// File name in the day's folder, without .mp4 (default: the start time, HH-MM-SS).
+        #[arg(long)]
+        name: Option<String>,
         playlist: PathBuf,
     },
     /// Manage users.
@@ -85,8 +92,9 @@ enum Cmd {
         /// Allowed modes: file, stream or file,stream.
         #[arg(long, default_value = "file,stream")]
         modes: String,
-        /// Prefix for the printed URL, e.g. http://host:8080.
-        #[arg(long, default_value = "")]
+        /// Where clients reach the server: the printed URL starts with it ("" prints the path
+        /// and query alone).
+        #[arg(long, env = "JITMUX_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
         base: String,
     },
     /// Manage signed-URL keys.
@@ -221,19 +229,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", catalog.new_ingest_key(cam.id).await?);
             Ok(())
         }
-        Cmd::Import { user, camera, start, playlist } => {
+        Cmd::Import { user, camera, start, name, playlist } => {
             let start_ms = match start {
                 Some(s) => {
                     Some(parse_rfc3339_ms(&s).ok_or_else(|| Failure(2, format!("--start {s:?} is not RFC 3339")))?)
                 }
                 None => None,
             };
-            let rec =
-                import_playlist(&catalog, store.as_ref(), &user, &camera, &playlist, start_ms).await.map_err(|e| {
-                    match e {
-                        ImportError::Input(m) => Failure(EXIT_DATAERR, m),
-                        e => Failure(1, e.to_string()),
-                    }
+            let rec = import_playlist(&catalog, store.as_ref(), &user, &camera, &playlist, start_ms, name.as_deref())
+                .await
+                .map_err(|e| match e {
+                    ImportError::Input(m) => Failure(EXIT_DATAERR, m),
+                    e => Failure(1, e.to_string()),
                 })?;
             println!("/{camera}/{}/{}.mp4", rec.day, rec.name);
             Ok(())
@@ -291,7 +298,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let (link, _) = jitmux::service::signed_link(&catalog, &user, &path, secs, &modes)
                 .await
                 .map_err(|e| Failure(EXIT_DATAERR, format!("{path}: {}", e.reason)))?;
-            println!("{base}{link}");
+            println!("{}{link}", base.trim_end_matches('/'));
             Ok(())
         }
         Cmd::Keys { cmd: KeysCmd::Rotate } => {
@@ -318,7 +325,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if catalog.recording(cam.id, &day, &name).await?.is_none() {
                 let playlist =
                     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/sets/r02_intel_car_ts/index.m3u8"));
-                import_playlist(&catalog, store.as_ref(), "demo", "driveway", &playlist, Some(start_ms))
+                import_playlist(&catalog, store.as_ref(), "demo", "driveway", &playlist, Some(start_ms), None)
                     .await
                     .map_err(|e| Failure(1, format!("demo import: {e}")))?;
             }
@@ -329,7 +336,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "tree:     curl -H 'Authorization: Bearer {token}' -H 'Accept: application/json' http://{listen}/v1/files/driveway/{day}/"
             );
             println!("download: curl -H 'Authorization: Bearer {token}' -o demo.mp4 {url}");
-            println!("play:     ffplay -headers 'Authorization: Bearer {token}' {url}");
+            println!("play:     ffplay -headers $'Authorization: Bearer {token}\\r\\n' {url}");
             let state = AppState::new(
                 catalog,
                 store,

@@ -78,6 +78,8 @@ async fn exercise(cat: &Catalog) {
         updated_ms: 1_772_359_300_000,
         live: false,
         codecs: "avc1.640028,mp4a.40.2".into(),
+        modified_ms: 1_772_359_204_000,
+        skipped: "PID 0x0103: private data (stream_type 0x06)".into(),
         segments: vec![seg(0), seg(1)],
     };
     let r1 = cat.insert_recording(&new).await.unwrap();
@@ -86,16 +88,19 @@ async fn exercise(cat: &Catalog) {
     assert_eq!(cat.segments(r1.id).await.unwrap(), vec![seg(0), seg(1)]);
     assert_eq!(cat.recording(cam.id, "2026-03-01", "10-00-00").await.unwrap(), Some(r1.clone()));
     assert_eq!(r1.codecs, "avc1.640028,mp4a.40.2");
+    assert_eq!((r1.modified_ms, r1.skipped.as_str()), (new.modified_ms, new.skipped.as_str()));
     let recs = cat.list_recordings(cam.id, "2026-03-01").await.unwrap();
     assert_eq!(recs.len(), 2);
     let days = cat.list_days(cam.id).await.unwrap();
     assert_eq!((days[0].name.as_str(), days[0].len_bytes, days[0].duration_ms), ("2026-03-01", 246_912, 8000));
+    assert_eq!(days[0].modified_ms, new.modified_ms, "a directory's time is its newest recording's");
     let cams = cat.list_cameras(user.id).await.unwrap();
     assert_eq!((cams[0].name.as_str(), cams[0].len_bytes), ("front", 246_912));
     assert_eq!(cat.live_recording(cam.id).await.unwrap(), None);
     cat.set_layout(r1.id, 99, 40, "v2-y", 2).await.unwrap();
     let r = cat.recording(cam.id, "2026-03-01", "10-00-00").await.unwrap().unwrap();
     assert_eq!((r.len_bytes, r.head_len_bytes, r.etag.as_str(), r.format_version), (99, 40, "v2-y", 2));
+    assert!(r.modified_ms > new.modified_ms, "bytes laid out anew: modified now");
 }
 
 fn rand_suffix() -> u64 {

@@ -7,15 +7,19 @@
 
 use super::FormatError;
 use super::boxes::{BoxRef, Boxes, child, need};
-use super::index::{Codec, Container, Sample, SegmentIndex, TrackConfig, TrackIndex, TrackKind, contiguous_chunks};
+use super::index::{
+    Codec, Container, Sample, SegmentIndex, TrackConfig, TrackIndex, TrackKind, UNDETERMINED, contiguous_chunks,
+};
 use crate::bail_at;
 
 /// A parsed init segment: the `vide` and `soun` tracks of its `moov`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitSegment {
-    /// Video track first, then audio; at most one of each (later tracks of a kind already seen,
-    /// and tracks with other handlers, are ignored).
+    /// Video tracks first, then audio tracks, each kind in `trak` order.
     pub tracks: Vec<InitTrack>,
+    /// Tracks not carried (other handlers: subtitles, timed metadata, hints), one line each:
+    /// `track 3: handler 'meta' (timed metadata)`.
+    pub skipped: Vec<String>,
     /// `mvhd` timescale (ticks per second), the unit of edit list segment durations (§8.2.2).
     pub movie_timescale: u32,
 }
@@ -106,27 +110,34 @@ pub fn parse_init(data: &[u8]) -> Result<InitSegment, FormatError> {
     }
     let Some(movie_timescale) = movie_timescale else { bail_at!(moov.start, "moov has no mvhd") };
 
-    let mut video = None;
-    let mut audio = None;
+    let mut tracks: Vec<InitTrack> = Vec::new();
+    let mut skipped = Vec::new();
     for trak in traks {
-        let Some(mut t) = parse_trak(data, &trak, movie_timescale)? else { continue };
+        let mut t = match parse_trak(data, &trak, movie_timescale)? {
+            Ok(t) => t,
+            Err(what) => {
+                skipped.push(what);
+                continue;
+            }
+        };
         let Some(trex) = trexes.iter().find(|x| x.track_id == t.config.source_id) else {
             bail_at!(trak.start, "track {} has no mvex/trex: not a fragmented MP4 init segment", t.config.source_id);
         };
         t.trex = *trex;
-        let slot = match t.config.codec.kind() {
-            TrackKind::Video => &mut video,
-            TrackKind::Audio => &mut audio,
-        };
-        if slot.is_none() {
-            *slot = Some(t);
+        if tracks.len() >= super::index::MAX_TRACKS || tracks.iter().any(|o| o.config.source_id == t.config.source_id) {
+            skipped.push(format!("track {}: one track too many", t.config.source_id));
+            continue;
         }
+        tracks.push(t);
     }
-    Ok(InitSegment { tracks: video.into_iter().chain(audio).collect(), movie_timescale })
+    // Video first, each kind in trak order.
+    tracks.sort_by_key(|t| t.config.codec.kind());
+    Ok(InitSegment { tracks, skipped, movie_timescale })
 }
 
-/// Parses one `trak`; `None` for handlers other than `vide` and `soun`. `trex` is left default.
-fn parse_trak(data: &[u8], trak: &BoxRef, movie_timescale: u32) -> Result<Option<InitTrack>, FormatError> {
+/// Parses one `trak`; `Ok(Err(description))` for handlers other than `vide` and `soun` (the
+/// track is not carried). `trex` is left default.
+fn parse_trak(data: &[u8], trak: &BoxRef, movie_timescale: u32) -> Result<Result<InitTrack, String>, FormatError> {
     let mdia = need(data, trak, b"mdia")?;
     let hdlr = need(data, &mdia, b"hdlr")?;
     let (mut r, _, _) = hdlr.full(data)?;
@@ -135,7 +146,23 @@ fn parse_trak(data: &[u8], trak: &BoxRef, movie_timescale: u32) -> Result<Option
     let kind = match handler {
         b"vide" => TrackKind::Video,
         b"soun" => TrackKind::Audio,
-        _ => return Ok(None),
+        other => {
+            let what = match other {
+                b"sbtl" | b"subt" | b"text" | b"clcp" => " (subtitles)",
+                b"meta" => " (timed metadata)",
+                b"hint" => " (hint track)",
+                _ => "",
+            };
+            let id = child(data, trak, b"tkhd")?
+                .and_then(|b| {
+                    let (mut r, v, _) = b.full(data).ok()?;
+                    r.skip(if v == 1 { 16 } else { 8 }, "tkhd times").ok()?;
+                    r.u32("tkhd track_ID").ok()
+                })
+                .map_or("?".to_string(), |id| id.to_string());
+            let name: String = other.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect();
+            return Ok(Err(format!("track {id}: handler '{name}'{what}")));
+        }
     };
 
     // tkhd, §8.3.2.
@@ -161,6 +188,11 @@ fn parse_trak(data: &[u8], trak: &BoxRef, movie_timescale: u32) -> Result<Option
     if timescale == 0 {
         bail_at!(mdhd.start, "mdhd timescale of track {track_id} is 0");
     }
+    r.skip(if version == 1 { 8 } else { 4 }, "mdhd duration")?;
+    // Three 5-bit letters, each c − 0x60 (§8.4.2.3); anything else is "und".
+    let packed = r.u16("mdhd language")?;
+    let language = [(packed >> 10) & 31, (packed >> 5) & 31, packed & 31].map(|c| c as u8 + 0x60);
+    let language = if language.iter().all(u8::is_ascii_lowercase) { language } else { UNDETERMINED };
 
     // stsd, §8.5.2: the first sample entry, verbatim.
     let minf = need(data, &mdia, b"minf")?;
@@ -192,7 +224,7 @@ fn parse_trak(data: &[u8], trak: &BoxRef, movie_timescale: u32) -> Result<Option
         None => 0,
     };
 
-    Ok(Some(InitTrack {
+    Ok(Ok(InitTrack {
         config: TrackConfig {
             codec,
             timescale,
@@ -201,6 +233,7 @@ fn parse_trak(data: &[u8], trak: &BoxRef, movie_timescale: u32) -> Result<Option
             height: if kind == TrackKind::Video { height } else { 0 },
             matrix,
             source_id: track_id,
+            language,
         },
         trex: Trex::default(),
         edit_shift,
@@ -1200,5 +1233,18 @@ mod tests {
                 let _ = index_segment(&init, &b);
             }
         }
+    }
+
+    #[test]
+    fn every_audio_track_with_its_language() {
+        let dir = "fixtures/sets/c02_h264_2aac_lang_fmp4";
+        let init = parse_init(&read(&format!("{dir}/init.mp4"))).unwrap();
+        let got: Vec<_> = init.tracks.iter().map(|t| (t.config.codec, t.config.language, t.config.source_id)).collect();
+        assert_eq!(got, [(Codec::H264, *b"und", 1), (Codec::Aac, *b"eng", 2), (Codec::Aac, *b"deu", 3)]);
+        assert!(init.skipped.is_empty());
+        let idx = index_segment(&init, &read(&format!("{dir}/seg_00001.m4s"))).unwrap();
+        let keys: Vec<_> = idx.keyed_tracks().map(|(k, t)| (k, t.samples.len())).collect();
+        assert_eq!(keys, [((TrackKind::Video, 0), 60), ((TrackKind::Audio, 0), 94), ((TrackKind::Audio, 1), 94)]);
+        assert_eq!(SegmentIndex::decode(&idx.encode()).unwrap(), idx);
     }
 }

@@ -67,7 +67,7 @@ fn write_trak(w: &mut BoxWriter, t: &Track, track_id: u32) {
     w.start(b"trak");
     write_tkhd(w, t, track_id, 0);
     w.start(b"mdia");
-    write_mdhd(w, t.timescale, 0);
+    write_mdhd(w, t.timescale, 0, t.language);
     write_hdlr(w, t.kind);
     w.start(b"minf");
     write_minf_header(w, t.kind);
@@ -140,7 +140,7 @@ pub fn plan_fragment(layout: &Layout, segment: u32, from: &[Option<u32>]) -> Opt
         let samples = &t.samples[run.first as usize..(run.first + run.count) as usize];
         let skip_dur: i64 = samples[..skip as usize].iter().map(|s| s.dur as i64).sum();
         let skip_bytes: u64 = samples[..skip as usize].iter().map(|s| s.len as u64).sum();
-        let whole = layout.segment_track_bytes(segment, t.kind);
+        let whole = layout.segment_track_bytes(segment, ti);
         trafs.push(TrafPlan {
             track: ti,
             first: run.first + skip,
@@ -208,11 +208,15 @@ pub fn fragment_header(layout: &Layout, plan: &FragmentPlan) -> Vec<u8> {
 }
 
 /// Where a stream that starts at `start_s` seconds begins: per track, the first sample to send.
-/// The video track starts at the last sync sample whose presentation time is at or before
+/// At or before 0 s that is every track's first sample (the whole recording). Otherwise the
+/// video track starts at the last sync sample whose presentation time is at or before
 /// `start_s` (its first sample if none); other tracks at the last sample whose decode time is at
-/// or before that sync sample's decode time. Returns the segment of the earliest start and the
-/// per-track sample indexes.
+/// or before that sync sample's decode time (compared exactly, in integer ticks). Returns the
+/// segment of the earliest start and the per-track sample indexes.
 pub fn start_point(layout: &Layout, start_s: f64) -> (u32, Vec<Option<u32>>) {
+    if start_s <= 0.0 {
+        return (0, vec![None; layout.tracks.len()]);
+    }
     let video = layout.tracks.iter().position(|t| t.kind == TrackKind::Video);
     let anchor = layout.tracks.get(video.unwrap_or(0)).expect("layouts have a track");
     let target = (start_s * anchor.timescale as f64).floor() as i64;
@@ -233,14 +237,13 @@ pub fn start_point(layout: &Layout, start_s: f64) -> (u32, Vec<Option<u32>>) {
     let is_video = video.is_some();
     let (a_idx, a_dts) = pick(anchor, &|dts, s| (!is_video || s.sync) && dts + s.cts as i64 <= target);
     let anchor_i = video.unwrap_or(0);
-    let anchor_secs = a_dts as f64 / anchor.timescale as f64;
     let mut from = vec![None; layout.tracks.len()];
     from[anchor_i] = Some(a_idx);
     for (ti, t) in layout.tracks.iter().enumerate() {
         if ti == anchor_i {
             continue;
         }
-        let bound = (anchor_secs * t.timescale as f64).floor() as i64;
+        let bound = (a_dts as i128 * t.timescale as i128).div_euclid(anchor.timescale as i128) as i64;
         let (idx, _) = pick(t, &|dts, _| dts <= bound);
         from[ti] = Some(idx);
     }

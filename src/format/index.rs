@@ -1,7 +1,8 @@
 //! The per-segment sample index: what import learns from a segment once, so that serving never
 //! parses a segment again except to transmux the exact chunk a byte range touches.
 //!
-//! Shape: a [`SegmentIndex`] has at most one video and one audio [`TrackIndex`]; each holds the
+//! Shape: a [`SegmentIndex`] has any number of video and audio [`TrackIndex`]es, video first,
+//! each kind in source order (PMT order for MPEG-TS, `trak` order for fMP4); each holds the
 //! codec configuration ([`TrackConfig`], including the finished sample entry box), its
 //! [`Sample`]s in decode order and the [`Chunk`]s that group them (a chunk is a run of samples
 //! whose transmuxed payloads are contiguous in the output `mdat` and come from one contiguous
@@ -89,7 +90,14 @@ pub struct TrackConfig {
     pub matrix: [i32; 9],
     /// Stream identifier in the source: the PID for MPEG-TS, the `track_ID` for fMP4.
     pub source_id: u32,
+    /// ISO 639-2/T language code (`mdhd`, ISO/IEC 14496-12 §8.4.2): from the PMT's
+    /// ISO_639_language_descriptor (ISO/IEC 13818-1 §2.6.18) or the init segment's `mdhd`;
+    /// `und` when unknown.
+    pub language: [u8; 3],
 }
+
+/// The language code of a track whose language is unknown (ISO 639-2 "undetermined").
+pub const UNDETERMINED: [u8; 3] = *b"und";
 
 /// One sample (an access unit / audio frame) in decode order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +150,8 @@ impl TrackIndex {
     }
 }
 
-/// Index of one stored segment: at most one video and one audio track, video first.
+/// Index of one stored segment: its video tracks, then its audio tracks, each kind in source
+/// order. The *n*-th track of a kind is the same output track in every segment of a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentIndex {
     pub container: Container,
@@ -153,20 +162,33 @@ pub struct SegmentIndex {
 }
 
 impl SegmentIndex {
-    /// The track of `kind`, if any.
+    /// The first track of `kind`, if any.
     pub fn track(&self, kind: TrackKind) -> Option<&TrackIndex> {
         self.tracks.iter().find(|t| t.kind() == kind)
     }
 
+    /// Each track with its key `(kind, n)`: it is the `n`-th track of its kind (from 0).
+    pub fn keyed_tracks(&self) -> impl Iterator<Item = ((TrackKind, u8), &TrackIndex)> {
+        let mut counts = [0u8; 2];
+        self.tracks.iter().map(move |t| {
+            let c = &mut counts[t.kind() as usize];
+            let key = (t.kind(), *c);
+            *c = c.saturating_add(1);
+            (key, t)
+        })
+    }
+
     /// Checks the invariants the layout relies on: chunks cover the samples in order, chunk
-    /// sizes add up, at most one track per kind. Demuxers call this before returning.
+    /// sizes add up, video tracks come before audio tracks, at most [`MAX_TRACKS`] tracks.
+    /// Demuxers call this before returning.
     pub fn validate(&self) -> Result<(), FormatError> {
-        let mut seen = Vec::new();
+        if self.tracks.len() > MAX_TRACKS {
+            return Err(FormatError::new(0, format!("{} tracks, at most {MAX_TRACKS}", self.tracks.len())));
+        }
+        if self.tracks.windows(2).any(|w| w[0].kind() > w[1].kind()) {
+            return Err(FormatError::new(0, "an audio track before a video track"));
+        }
         for t in &self.tracks {
-            if seen.contains(&t.kind()) {
-                return Err(FormatError::new(0, format!("two {:?} tracks", t.kind())));
-            }
-            seen.push(t.kind());
             if t.config.timescale == 0 {
                 return Err(FormatError::new(0, "timescale 0"));
             }
@@ -191,7 +213,8 @@ impl SegmentIndex {
         Ok(())
     }
 
-    /// Encodes to the compact binary form stored in the catalog (format version 1).
+    /// Encodes to the compact binary form stored in the catalog (encoding version 2: version 1
+    /// plus each track's language).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(64 + self.tracks.iter().map(|t| t.samples.len() * 6).sum::<usize>());
         w.push(ENCODING_VERSION);
@@ -217,6 +240,7 @@ impl SegmentIndex {
                 put_sv(&mut w, m as i64);
             }
             put_uv(&mut w, c.source_id as u64);
+            w.extend_from_slice(&c.language);
             put_uv(&mut w, c.sample_entry.len() as u64);
             w.extend_from_slice(&c.sample_entry);
             put_uv(&mut w, t.samples.len() as u64);
@@ -240,11 +264,12 @@ impl SegmentIndex {
         w
     }
 
-    /// Decodes [`SegmentIndex::encode`] output. Errors on a truncated or unknown encoding.
+    /// Decodes [`SegmentIndex::encode`] output, or that of encoding version 1 (no languages:
+    /// `und`). Errors on a truncated or unknown encoding.
     pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
         let mut r = VarReader { b, pos: 0 };
         let ver = r.byte()?;
-        if ver != ENCODING_VERSION {
+        if ver != ENCODING_VERSION && ver != 1 {
             return Err(FormatError::new(0, format!("unknown index encoding version {ver}")));
         }
         let container = match r.byte()? {
@@ -269,6 +294,7 @@ impl SegmentIndex {
                 *m = r.sv()? as i32;
             }
             let source_id = r.uv()? as u32;
+            let language = if ver >= 2 { r.bytes(3)?.try_into().expect("3 bytes") } else { UNDETERMINED };
             let n = r.uv()? as usize;
             let sample_entry = r.bytes(n)?.to_vec();
             let nsamples = r.uv()? as usize;
@@ -303,7 +329,7 @@ impl SegmentIndex {
                 first += n;
             }
             tracks.push(TrackIndex {
-                config: TrackConfig { codec, timescale, sample_entry, width, height, matrix, source_id },
+                config: TrackConfig { codec, timescale, sample_entry, width, height, matrix, source_id, language },
                 samples,
                 chunks,
             });
@@ -314,7 +340,43 @@ impl SegmentIndex {
     }
 }
 
-const ENCODING_VERSION: u8 = 1;
+const ENCODING_VERSION: u8 = 2;
+
+/// The video sample entries a stream sent last, carried from one segment to the next.
+///
+/// Some encoders send SPS/PPS (and VPS) only with the first IDR of a stream, or every few
+/// minutes, so a later MPEG-TS segment may hold none. Its video track then takes the sample
+/// entry of the same track (the *n*-th video track) from the last segment that had one; a
+/// segment gets a new sample entry only when the parameter sets change. Fill it with
+/// [`ParamCarry::remember`] from each indexed segment, in stream order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamCarry {
+    /// By video track ordinal: the last config seen.
+    video: Vec<Option<TrackConfig>>,
+}
+
+impl ParamCarry {
+    /// Remembers the video configs of `index` (e.g. the last segment of a recording).
+    pub fn remember(&mut self, index: &SegmentIndex) {
+        for ((kind, n), t) in index.keyed_tracks() {
+            if kind == TrackKind::Video {
+                let n = n as usize;
+                if self.video.len() <= n {
+                    self.video.resize(n + 1, None);
+                }
+                self.video[n] = Some(t.config.clone());
+            }
+        }
+    }
+
+    /// The last config of the `n`-th video track, if its codec is `codec`.
+    pub fn video(&self, n: usize, codec: Codec) -> Option<&TrackConfig> {
+        self.video.get(n).and_then(Option::as_ref).filter(|c| c.codec == codec)
+    }
+}
+
+/// Most tracks a segment may have (a TS program or fMP4 init with more is refused).
+pub const MAX_TRACKS: usize = 16;
 
 fn put_uv(w: &mut Vec<u8>, mut v: u64) {
     loop {
@@ -418,6 +480,7 @@ mod tests {
                     height: 480,
                     matrix: crate::format::boxes::UNITY_MATRIX,
                     source_id: 256,
+                    language: *b"deu",
                 },
                 samples,
                 chunks,
@@ -429,5 +492,43 @@ mod tests {
         for n in 0..enc.len() {
             assert!(SegmentIndex::decode(&enc[..n]).is_err(), "prefix {n} decoded");
         }
+        // Encoding version 1 (stored by earlier releases) has no languages: "und".
+        let mut v1 = idx.clone();
+        v1.tracks[0].config.language = UNDETERMINED;
+        let mut enc = v1.encode();
+        let at = enc.windows(3).position(|w| w == b"und").unwrap();
+        enc.drain(at..at + 3);
+        enc[0] = 1;
+        assert_eq!(SegmentIndex::decode(&enc).unwrap(), v1);
+    }
+
+    #[test]
+    fn carry_remembers_video_configs_by_ordinal_and_codec() {
+        let track = |codec, entry: u8| TrackIndex {
+            config: TrackConfig {
+                codec,
+                timescale: 90000,
+                sample_entry: vec![entry],
+                width: 1,
+                height: 1,
+                matrix: crate::format::boxes::UNITY_MATRIX,
+                source_id: 1,
+                language: UNDETERMINED,
+            },
+            samples: vec![],
+            chunks: vec![],
+        };
+        let idx = SegmentIndex {
+            container: Container::Ts,
+            ts_origin_90k: None,
+            tracks: vec![track(Codec::H264, 1), track(Codec::H265, 2), track(Codec::Aac, 3)],
+        };
+        let mut c = ParamCarry::default();
+        assert_eq!(c.video(0, Codec::H264), None);
+        c.remember(&idx);
+        assert_eq!(c.video(0, Codec::H264).map(|t| t.sample_entry[0]), Some(1));
+        assert_eq!(c.video(1, Codec::H265).map(|t| t.sample_entry[0]), Some(2));
+        assert_eq!(c.video(1, Codec::H264), None, "another codec does not stand in");
+        assert_eq!(c.video(2, Codec::H264), None, "audio is never carried");
     }
 }

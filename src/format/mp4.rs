@@ -90,6 +90,8 @@ pub struct OutChunk {
     pub track: u8,
     /// Index into that track's `chunks`.
     pub chunk: u32,
+    /// Index into the layout's `tracks`: the output track the chunk belongs to.
+    pub out_track: u8,
 }
 
 /// A complete virtual MP4 file: its first bytes (`ftyp`, `moov`, `mdat` header) in memory and a
@@ -123,17 +125,16 @@ impl Layout {
         self.movie_dur as f64 / MOVIE_TIMESCALE as f64
     }
 
-    /// Bytes of the file holding the payloads of `kind`'s samples from segment `segment`
-    /// (empty range if none). A segment's chunks are contiguous per track in the `mdat`.
-    pub fn segment_track_bytes(&self, segment: u32, kind: TrackKind) -> std::ops::Range<u64> {
+    /// Bytes of the file holding the payloads of output track `track`'s samples from segment
+    /// `segment` (empty range if none). A segment's chunks are contiguous per track in the
+    /// `mdat`.
+    pub fn segment_track_bytes(&self, segment: u32, track: usize) -> std::ops::Range<u64> {
         let lo = self.chunks.partition_point(|c| c.segment < segment);
         let hi = self.chunks.partition_point(|c| c.segment <= segment);
         let mut range: Option<std::ops::Range<u64>> = None;
-        for c in &self.chunks[lo..hi] {
-            if self.segments[c.segment as usize].tracks[c.track as usize].kind() == kind {
-                let end = c.out_start + c.len_bytes;
-                range = Some(range.map_or(c.out_start..end, |r| r.start..end));
-            }
+        for c in self.chunks[lo..hi].iter().filter(|c| c.out_track as usize == track) {
+            let end = c.out_start + c.len_bytes;
+            range = Some(range.map_or(c.out_start..end, |r| r.start..end));
         }
         range.unwrap_or(0..0)
     }
@@ -144,18 +145,25 @@ impl Layout {
     }
 
     /// Builds the layout of `segments` joined into one progressive MP4.
+    ///
+    /// The *n*-th video (audio) track of every segment is the *n*-th video (audio) track of the
+    /// file; a track's codec may not change between segments.
     pub fn build(segments: &[SegmentInput]) -> Result<Layout, LayoutError> {
         let mut tracks: Vec<Track> = Vec::new();
         let mut tl = Timeline::default();
         for (si, seg) in segments.iter().enumerate() {
-            for t in &seg.index.tracks {
-                let kind = t.kind();
-                match tracks.iter().find(|b| b.kind == kind) {
+            for (key, t) in seg.index.keyed_tracks() {
+                match tracks.iter().find(|b| b.key == key) {
                     Some(b) if b.codec != t.config.codec => {
-                        return Err(LayoutError::CodecChange { kind, from: b.codec, to: t.config.codec, segment: si });
+                        return Err(LayoutError::CodecChange {
+                            kind: key.0,
+                            from: b.codec,
+                            to: t.config.codec,
+                            segment: si,
+                        });
                     }
                     Some(_) => {}
-                    None => tracks.push(Track::new(t)),
+                    None => tracks.push(Track::new(key, t)),
                 }
             }
             tl.add_segment(si as u32, seg, &mut tracks);
@@ -164,25 +172,31 @@ impl Layout {
         if tracks.is_empty() {
             return Err(LayoutError::Empty);
         }
-        tracks.sort_by_key(|t| t.kind);
-        for t in &mut tracks {
+        tracks.sort_by_key(|t| t.key);
+        let several = |kind| tracks.iter().filter(|t| t.kind == kind).count() > 1;
+        let groups = [several(TrackKind::Video).then_some(2), several(TrackKind::Audio).then_some(1)];
+        for i in 0..tracks.len() {
+            let first_of_kind = i == 0 || tracks[i - 1].kind != tracks[i].kind;
+            let t = &mut tracks[i];
+            t.alternate_group = groups[t.kind as usize].unwrap_or(0);
+            t.enabled = first_of_kind;
             t.finish();
         }
 
-        // Output chunk order: segment order, then track order within the segment's index.
+        // Output chunk order: segment order, then the segment's tracks in order (video first).
         let mut chunks = Vec::new();
         let mut payload = 0u64;
         for (si, seg) in segments.iter().enumerate() {
-            let mut order: Vec<usize> = (0..seg.index.tracks.len()).collect();
-            order.sort_by_key(|&i| seg.index.tracks[i].kind());
-            for ti in order {
-                for (ci, c) in seg.index.tracks[ti].chunks.iter().enumerate() {
+            for (ti, (key, t)) in seg.index.keyed_tracks().enumerate() {
+                let Some(out_track) = tracks.iter().position(|b| b.key == key) else { continue };
+                for (ci, c) in t.chunks.iter().enumerate() {
                     chunks.push(OutChunk {
                         out_start: payload,
                         len_bytes: c.len_bytes,
                         segment: si as u32,
                         track: ti as u8,
                         chunk: ci as u32,
+                        out_track: out_track as u8,
                     });
                     payload += c.len_bytes;
                 }
@@ -205,8 +219,7 @@ impl Layout {
         let mut next_in_track = vec![0usize; tracks.len()];
         for c in &mut chunks {
             c.out_start += base;
-            let kind = segments[c.segment as usize].index.tracks[c.track as usize].kind();
-            let ti = tracks.iter().position(|t| t.kind == kind).expect("track exists");
+            let ti = c.out_track as usize;
             let pos = moov.chunk_offset_pos[ti] + next_in_track[ti] * if co64 { 8 } else { 4 };
             next_in_track[ti] += 1;
             if co64 {
@@ -265,7 +278,15 @@ pub struct SegRun {
 /// One output track: samples of all segments joined into one timeline.
 #[derive(Debug, Clone)]
 pub struct Track {
+    /// `(kind, n)`: the `n`-th track of its kind in each segment ([`SegmentIndex::keyed_tracks`]).
+    pub key: (TrackKind, u8),
     pub kind: TrackKind,
+    /// ISO 639-2/T language (`mdhd`), from the first segment that has the track.
+    pub language: [u8; 3],
+    /// `tkhd` alternate_group: 0 for a track alone of its kind, else shared by its kind.
+    pub alternate_group: u16,
+    /// `tkhd` track_enabled: the first track of its kind.
+    pub enabled: bool,
     pub codec: Codec,
     pub timescale: u32,
     pub width: u32,
@@ -292,9 +313,13 @@ pub struct Track {
 }
 
 impl Track {
-    fn new(t: &super::index::TrackIndex) -> Self {
+    fn new(key: (TrackKind, u8), t: &super::index::TrackIndex) -> Self {
         Track {
+            key,
             kind: t.kind(),
+            language: t.config.language,
+            alternate_group: 0,
+            enabled: true,
             codec: t.config.codec,
             timescale: t.config.timescale,
             width: t.config.width,
@@ -397,11 +422,10 @@ impl Timeline {
         // Source decode times of each track's samples, in the output track timescale and the
         // recording's time domain.
         let srcs: Vec<(usize, Vec<i64>)> = idx
-            .tracks
-            .iter()
-            .filter(|t| !t.samples.is_empty())
-            .map(|t| {
-                let b = tracks.iter().position(|b| b.kind == t.kind()).expect("registered");
+            .keyed_tracks()
+            .filter(|(_, t)| !t.samples.is_empty())
+            .map(|(key, t)| {
+                let b = tracks.iter().position(|b| b.key == key).expect("registered");
                 let in_ts = t.config.timescale;
                 let origin = match idx.container {
                     Container::Ts => rescale(self.origin_acc_90k, 90_000, in_ts),
@@ -606,7 +630,7 @@ fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool)
 
     w.start(b"mdia");
     let media_dur = t.media_dur();
-    write_mdhd(w, t.timescale, media_dur);
+    write_mdhd(w, t.timescale, media_dur, t.language);
     write_hdlr(w, t.kind);
     w.start(b"minf");
     write_minf_header(w, t.kind);
@@ -634,15 +658,18 @@ pub(super) fn write_mvhd(w: &mut BoxWriter, dur: u64, next_track_id: u32) {
     w.end();
 }
 
-/// Writes `tkhd` (§8.3.2; enabled, in movie): duration `dur` in movie timescale ticks, the
-/// track's matrix and display size.
+/// Writes `tkhd` (§8.3.2; in movie): duration `dur` in movie timescale ticks, the track's
+/// matrix and display size. A track alone of its kind is enabled with no alternate group; of
+/// several tracks of one kind (two audio languages) all share an alternate group (1 audio,
+/// 2 video) and only the first is enabled, so a player plays one at a time (as FFmpeg's
+/// `movenc` writes them).
 pub(super) fn write_tkhd(w: &mut BoxWriter, t: &Track, track_id: u32, dur: u64) {
     let long = dur > u32::MAX as u64;
-    w.start_full(b"tkhd", long as u8, 3); // track_enabled | track_in_movie
+    w.start_full(b"tkhd", long as u8, if t.enabled { 3 } else { 2 }); // track_enabled | track_in_movie
     write_times(w, long, track_id, Some(0), dur);
     w.zeros(8);
     w.u16(0); // layer
-    w.u16(0); // alternate_group
+    w.u16(t.alternate_group);
     w.u16(if t.kind == TrackKind::Audio { 0x0100 } else { 0 });
     w.u16(0);
     for m in t.matrix {
@@ -653,14 +680,21 @@ pub(super) fn write_tkhd(w: &mut BoxWriter, t: &Track, track_id: u32, dur: u64) 
     w.end();
 }
 
-/// Writes `mdhd` (§8.4.2): `dur` in `timescale` ticks, language "und".
-pub(super) fn write_mdhd(w: &mut BoxWriter, timescale: u32, dur: u64) {
+/// Writes `mdhd` (§8.4.2): `dur` in `timescale` ticks and the ISO 639-2/T `language`
+/// (`und` when it is not three lower-case letters).
+pub(super) fn write_mdhd(w: &mut BoxWriter, timescale: u32, dur: u64, language: [u8; 3]) {
     let long = dur > u32::MAX as u64;
     w.start_full(b"mdhd", long as u8, 0);
     write_times(w, long, timescale, None, dur);
-    w.u16(0x55c4); // language "und"
+    w.u16(packed_language(language));
     w.u16(0);
     w.end();
+}
+
+/// `mdhd` language field: three 5-bit letters, each `c − 0x60` (§8.4.2.3).
+fn packed_language(l: [u8; 3]) -> u16 {
+    let l = if l.iter().all(u8::is_ascii_lowercase) { l } else { super::index::UNDETERMINED };
+    l.iter().fold(0u16, |acc, &c| (acc << 5) | (c - 0x60) as u16)
 }
 
 /// The version-dependent part of `mvhd`/`tkhd`/`mdhd`: creation and modification time (0),
@@ -850,6 +884,7 @@ mod tests {
                     height: 360,
                     matrix: UNITY_MATRIX,
                     source_id: 1,
+                    language: crate::format::index::UNDETERMINED,
                 },
                 chunks: vec![Chunk {
                     first_sample: 0,
@@ -945,5 +980,53 @@ mod tests {
         assert_eq!(l.chunk_at(h + 999), 0);
         assert_eq!(l.chunk_at(h + 1000), 1);
         assert_eq!(l.chunk_at(l.len_bytes - 1), l.chunks.len() - 1);
+    }
+
+    /// Values of `(tkhd flags, alternate_group, mdhd language)` per `trak` of a written head.
+    fn trak_fields(head: &[u8]) -> Vec<(u32, u16, [u8; 3])> {
+        use crate::format::boxes::{Boxes, child};
+        let moov = Boxes::new(head, 0, head.len()).map(Result::unwrap).find(|b| &b.fourcc == b"moov").unwrap();
+        let mut out = Vec::new();
+        for trak in Boxes::children(head, &moov).map(Result::unwrap).filter(|b| &b.fourcc == b"trak") {
+            let tkhd = child(head, &trak, b"tkhd").unwrap().unwrap();
+            let (_, v, flags) = tkhd.full(head).unwrap();
+            // version 0: times 8, track_ID 4, reserved 4, duration 4, reserved 8, layer 2.
+            let at = tkhd.body + 4 + if v == 1 { 32 } else { 20 } + 8 + 2;
+            let group = u16::from_be_bytes([head[at], head[at + 1]]);
+            let mdia = child(head, &trak, b"mdia").unwrap().unwrap();
+            let mdhd = child(head, &mdia, b"mdhd").unwrap().unwrap();
+            let p = u16::from_be_bytes([head[mdhd.body + 4 + 16], head[mdhd.body + 4 + 17]]);
+            let lang = [(p >> 10) & 31, (p >> 5) & 31, p & 31].map(|c| c as u8 + 0x60);
+            out.push((flags, group, lang));
+        }
+        out
+    }
+
+    #[test]
+    fn several_audio_tracks_share_an_alternate_group_with_their_languages() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/sets/c01_h264_2aac_lang_ts");
+        let segs: Vec<SegmentInput> = (0..3)
+            .map(|n| {
+                let data = std::fs::read(format!("{dir}/seg_0000{n}.ts")).unwrap();
+                SegmentInput { index: Arc::new(crate::format::ts::index_segment(&data).unwrap()), join_before: false }
+            })
+            .collect();
+        let l = Layout::build(&segs).unwrap();
+        assert_eq!(
+            l.tracks.iter().map(|t| t.key).collect::<Vec<_>>(),
+            [(TrackKind::Video, 0), (TrackKind::Audio, 0), (TrackKind::Audio, 1)]
+        );
+        // Video alone: enabled, no group. Audio: one group, the first enabled (ISO/IEC 14496-12
+        // §8.3.2: one track of an alternate group is played).
+        assert_eq!(trak_fields(&l.head), [(3, 0, *b"und"), (3, 1, *b"eng"), (2, 1, *b"deu")]);
+        assert_eq!(l.codecs(), "avc1.640015,mp4a.40.2,mp4a.40.2");
+        // Each segment's chunks of the second audio track follow the first's.
+        for s in 0..3 {
+            let (a0, a1) = (l.segment_track_bytes(s, 1), l.segment_track_bytes(s, 2));
+            assert!(!a0.is_empty() && a0.end == a1.start, "{a0:?} {a1:?}");
+        }
+        // One track of each kind: no alternate group, as before.
+        let single = Layout::build(&[seg(0, 60, 100, 0, None)]).unwrap();
+        assert_eq!(trak_fields(&single.head), [(3, 0, *b"und"), (3, 0, *b"und")]);
     }
 }

@@ -10,7 +10,9 @@ use super::FormatError;
 use super::audio::{self, AAC_FRAME_SAMPLES, AC3_FRAME_SAMPLES};
 use super::boxes::UNITY_MATRIX;
 use super::h26x;
-use super::index::{Chunk, Codec, Container, Sample, SegmentIndex, TrackConfig, TrackIndex};
+use super::index::{
+    Chunk, Codec, Container, ParamCarry, Sample, SegmentIndex, TrackConfig, TrackIndex, TrackKind, UNDETERMINED,
+};
 use crate::bail_at;
 
 /// Transport packet size in bytes (ISO/IEC 13818-1 §2.4.3.2).
@@ -18,28 +20,46 @@ const PKT: usize = 188;
 /// 2^33: PTS/DTS are 33-bit counters of a 90 kHz clock (ISO/IEC 13818-1 §2.4.3.7).
 const TS_WRAP: u64 = 1 << 33;
 
+/// Parses one stored MPEG-TS segment (whole file bytes) into its sample index, with no
+/// parameter sets carried from earlier segments: [`index_segment_with`] with a fresh
+/// [`ParamCarry`].
+pub fn index_segment(data: &[u8]) -> Result<SegmentIndex, FormatError> {
+    index_segment_with(data, &mut ParamCarry::default()).map(|s| s.index)
+}
+
+/// One MPEG-TS segment indexed: its sample index and the streams it does not carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsSegment {
+    pub index: SegmentIndex,
+    /// Elementary streams of the program that are not carried (data, subtitles, codecs an MP4
+    /// cannot hold), one line each: `PID 0x0102: SCTE-35 splice information (stream_type 0x86)`.
+    pub skipped: Vec<String>,
+}
+
 /// Parses one stored MPEG-TS segment (whole file bytes) into its sample index.
 ///
-/// Takes the first PAT program's PMT, its first video stream (H.264 `stream_type` 0x1B, H.265
-/// 0x24) and first audio stream (AAC ADTS 0x0F, AC-3 0x81 or 0x06 with an AC-3 descriptor);
-/// another audio/video codec in that position is an error, data streams are ignored. Video times
-/// are 90 kHz, audio times in samples; all are relative to [`SegmentIndex::ts_origin_90k`] (the
-/// first PTS/DTS in the segment) with 33-bit wraps removed. Each track gets one chunk.
-pub fn index_segment(data: &[u8]) -> Result<SegmentIndex, FormatError> {
+/// Takes the first PAT program's PMT and carries every H.264 (`stream_type` 0x1B) and H.265
+/// (0x24) video stream and every AAC ADTS (0x0F) and AC-3 (0x81, or 0x06 with an AC-3
+/// descriptor) audio stream, each with its ISO 639 language (descriptor 0x0A); other streams
+/// are listed in [`TsSegment::skipped`]. Errors when no stream can be carried, naming the
+/// first unsupported audio/video codec if there is one. Video times are 90 kHz, audio times in
+/// samples; all are relative to [`SegmentIndex::ts_origin_90k`] (the first PTS/DTS in the
+/// segment) with 33-bit wraps removed. Each track gets one chunk.
+///
+/// A video stream whose segment holds no SPS/PPS (VPS/SPS/PPS for H.265) gets the sample entry
+/// of the same track in `carry` (the last parameter sets this stream sent, in an earlier
+/// segment); the sample entries found are remembered in `carry` for the next segment.
+pub fn index_segment_with(data: &[u8], carry: &mut ParamCarry) -> Result<TsSegment, FormatError> {
     check_packets(data)?;
     let streams = find_streams(data)?;
-    let vpid = streams.video.map(|(pid, _)| pid);
-    let apid = streams.audio.map(|(pid, _)| pid);
-    let mut video = EsCollector::new(false, 0);
-    let mut audio = EsCollector::new(true, 0);
+    let mut collectors: Vec<EsCollector> =
+        streams.carried.iter().map(|st| EsCollector::new(st.codec.kind() == TrackKind::Audio, 0)).collect();
     let mut origin: Option<u64> = None;
     for (i, pkt) in data.chunks_exact(PKT).enumerate() {
         let off = (i * PKT) as u64;
         let p = parse_packet(pkt, off)?;
-        let ts = if Some(p.pid) == vpid {
-            video.push(&p, off)?
-        } else if Some(p.pid) == apid {
-            audio.push(&p, off)?
+        let ts = if let Some(k) = streams.carried.iter().position(|st| st.pid == p.pid) {
+            collectors[k].push(&p, off)?
         } else if p.pusi && origin.is_none() && streams.other_pids.contains(&p.pid) {
             parse_pes_header(p.payload, 0).ok().and_then(|h| h.pts.or(h.dts))
         } else {
@@ -53,22 +73,28 @@ pub fn index_segment(data: &[u8]) -> Result<SegmentIndex, FormatError> {
         bail_at!(0, "no PES with a timestamp in segment");
     };
     let mut tracks = Vec::new();
-    if let Some((pid, codec)) = streams.video
-        && let Some(t) = index_video(&video, pid, codec, origin)?
-    {
-        tracks.push(t);
-    }
-    if let Some((pid, codec)) = streams.audio
-        && let Some(t) = index_audio(&audio, pid, codec, origin)?
-    {
-        tracks.push(t);
+    let mut video_n = 0;
+    for (st, es) in streams.carried.iter().zip(&collectors) {
+        let t = match st.codec.kind() {
+            TrackKind::Video => {
+                let carried = carry.video(video_n, st.codec);
+                video_n += 1;
+                index_video(es, st.pid, st.codec, origin, carried)?
+            }
+            TrackKind::Audio => index_audio(es, st.pid, st.codec, origin)?,
+        };
+        if let Some(mut t) = t {
+            t.config.language = st.language;
+            tracks.push(t);
+        }
     }
     if tracks.is_empty() {
         bail_at!(0, "no audio or video PES in segment");
     }
     let idx = SegmentIndex { container: Container::Ts, ts_origin_90k: Some(origin), tracks };
     idx.validate()?;
-    Ok(idx)
+    carry.remember(&idx);
+    Ok(TsSegment { index: idx, skipped: streams.skipped })
 }
 
 /// Serve-time transmux of one chunk: `src` is exactly the stored segment bytes
@@ -199,12 +225,22 @@ fn parse_packet(pkt: &[u8], off: u64) -> Result<Packet<'_>, FormatError> {
     Ok(Packet { pid, pusi: pusi && afc & 1 != 0, payload, payload_at: at })
 }
 
+/// One elementary stream that is carried.
+struct Carried {
+    pid: u16,
+    codec: Codec,
+    /// ISO 639-2 code from the stream's ISO_639_language_descriptor, `und` without one.
+    language: [u8; 3],
+}
+
 /// The streams chosen from the PMT.
 struct Streams {
-    video: Option<(u16, Codec)>,
-    audio: Option<(u16, Codec)>,
+    /// Carried streams: video in PMT order, then audio in PMT order.
+    carried: Vec<Carried>,
     /// Other elementary stream PIDs of the program (only looked at for the timestamp origin).
     other_pids: Vec<u16>,
+    /// Descriptions of the streams not carried.
+    skipped: Vec<String>,
 }
 
 /// Reassembles the first complete PSI section with `table_id` on `pid` (ISO/IEC 13818-1
@@ -251,9 +287,10 @@ fn find_section(data: &[u8], pid: u16, table_id: u8) -> Result<Option<(Vec<u8>, 
 enum StreamKind {
     Video(Codec),
     Audio(Codec),
-    /// An audio (`true`) or video (`false`) codec we cannot transmux, with its name.
-    Unsupported(bool, &'static str),
-    Other,
+    /// An audio or video codec we cannot transmux, with its name.
+    Unsupported(&'static str),
+    /// Anything else (data, subtitles, private streams), with a name when we know one.
+    Other(Option<&'static str>),
 }
 
 /// Classifies a PMT elementary stream by `stream_type` (ISO/IEC 13818-1 Table 2-34, ATSC A/52
@@ -266,27 +303,32 @@ fn classify(stream_type: u8, descriptors: &[u8]) -> StreamKind {
         0x24 => Video(Codec::H265),
         0x0f => Audio(Codec::Aac),
         0x81 => Audio(Codec::Ac3),
-        0x01 => Unsupported(false, "MPEG-1 video"),
-        0x02 => Unsupported(false, "MPEG-2 video"),
-        0x10 => Unsupported(false, "MPEG-4 Visual"),
-        0x1e => Unsupported(false, "MPEG-4 Visual"),
-        0x1f => Unsupported(false, "H.264 SVC"),
-        0x20 => Unsupported(false, "H.264 MVC"),
-        0x21 => Unsupported(false, "JPEG 2000"),
-        0x25 => Unsupported(false, "H.265 temporal sub-bitstream"),
-        0x32 => Unsupported(false, "JPEG XS"),
-        0x33 => Unsupported(false, "H.266"),
-        0x42 => Unsupported(false, "AVS"),
-        0xd1 => Unsupported(false, "Dirac"),
-        0xea => Unsupported(false, "VC-1"),
-        0x03 | 0x04 => Unsupported(true, "MPEG-1/2 audio"),
-        0x11 => Unsupported(true, "AAC LATM"),
-        0x1c => Unsupported(true, "MPEG-4 audio"),
-        0x2d | 0x2e => Unsupported(true, "MPEG-H 3D audio"),
-        0x80 => Unsupported(true, "LPCM"),
-        0x82 | 0x85 | 0x8a => Unsupported(true, "DTS"),
-        0x83 => Unsupported(true, "Dolby TrueHD"),
-        0x84 | 0x87 | 0xa1 => Unsupported(true, "E-AC-3"),
+        0x01 => Unsupported("MPEG-1 video"),
+        0x02 => Unsupported("MPEG-2 video"),
+        0x10 => Unsupported("MPEG-4 Visual"),
+        0x1e => Unsupported("MPEG-4 Visual"),
+        0x1f => Unsupported("H.264 SVC"),
+        0x20 => Unsupported("H.264 MVC"),
+        0x21 => Unsupported("JPEG 2000"),
+        0x25 => Unsupported("H.265 temporal sub-bitstream"),
+        0x32 => Unsupported("JPEG XS"),
+        0x33 => Unsupported("H.266"),
+        0x42 => Unsupported("AVS"),
+        0xd1 => Unsupported("Dirac"),
+        0xea => Unsupported("VC-1"),
+        0x03 | 0x04 => Unsupported("MPEG-1/2 audio"),
+        0x11 => Unsupported("AAC LATM"),
+        0x1c => Unsupported("MPEG-4 audio"),
+        0x2d | 0x2e => Unsupported("MPEG-H 3D audio"),
+        0x80 => Unsupported("LPCM"),
+        0x82 | 0x85 | 0x8a => Unsupported("DTS"),
+        0x83 => Unsupported("Dolby TrueHD"),
+        0x84 | 0x87 | 0xa1 => Unsupported("E-AC-3"),
+        0x05 => Other(Some("private sections")),
+        0x0d => Other(Some("DSM-CC")),
+        0x15 => Other(Some("timed metadata (ID3/KLV)")),
+        0x86 => Other(Some("SCTE-35 splice information")),
+        0x90 => Other(Some("DVB/PGS subtitles")),
         0x06 => {
             let mut d = descriptors;
             while d.len() >= 2 {
@@ -294,20 +336,39 @@ fn classify(stream_type: u8, descriptors: &[u8]) -> StreamKind {
                 let body = &d[2..(2 + len).min(d.len())];
                 match (tag, body) {
                     (0x6a, _) | (0x05, [b'A', b'C', b'-', b'3', ..]) => return Audio(Codec::Ac3),
-                    (0x7a, _) | (0x05, [b'E', b'A', b'C', b'3', ..]) => return Unsupported(true, "E-AC-3"),
-                    (0x7b, _) | (0x05, [b'D', b'T', b'S', b'1'..=b'3', ..]) => return Unsupported(true, "DTS"),
-                    (0x05, [b'O', b'p', b'u', b's', ..]) => return Unsupported(true, "Opus"),
-                    (0x05, [b'A', b'C', b'-', b'4', ..]) => return Unsupported(true, "AC-4"),
-                    (0x05, [b'B', b'S', b'S', b'D', ..]) => return Unsupported(true, "SMPTE 302M audio"),
-                    (0x05, [b'V', b'C', b'-', b'1', ..]) => return Unsupported(false, "VC-1"),
+                    (0x7a, _) | (0x05, [b'E', b'A', b'C', b'3', ..]) => return Unsupported("E-AC-3"),
+                    (0x7b, _) | (0x05, [b'D', b'T', b'S', b'1'..=b'3', ..]) => return Unsupported("DTS"),
+                    (0x05, [b'O', b'p', b'u', b's', ..]) => return Unsupported("Opus"),
+                    (0x05, [b'A', b'C', b'-', b'4', ..]) => return Unsupported("AC-4"),
+                    (0x05, [b'B', b'S', b'S', b'D', ..]) => return Unsupported("SMPTE 302M audio"),
+                    (0x05, [b'V', b'C', b'-', b'1', ..]) => return Unsupported("VC-1"),
+                    (0x05, [b'K', b'L', b'V', b'A', ..]) => return Other(Some("KLV metadata")),
+                    (0x05, [b'I', b'D', b'3', b' ', ..]) => return Other(Some("ID3 metadata")),
+                    (0x56, _) => return Other(Some("DVB teletext")),
+                    (0x59, _) => return Other(Some("DVB subtitles")),
                     _ => {}
                 }
                 d = &d[(2 + len).min(d.len())..];
             }
-            Other
+            Other(Some("private data"))
         }
-        _ => Other,
+        _ => Other(None),
     }
+}
+
+/// The language of an ISO_639_language_descriptor (tag 0x0A, ISO/IEC 13818-1 §2.6.18) among
+/// `descriptors`, lower-cased; `und` when absent or not three letters.
+fn iso639_language(descriptors: &[u8]) -> [u8; 3] {
+    let mut d = descriptors;
+    while d.len() >= 2 {
+        let (tag, len) = (d[0], d[1] as usize);
+        let body = &d[2..(2 + len).min(d.len())];
+        if tag == 0x0a && body.len() >= 3 && body[..3].iter().all(u8::is_ascii_alphabetic) {
+            return [body[0], body[1], body[2]].map(|c| c.to_ascii_lowercase());
+        }
+        d = &d[(2 + len).min(d.len())..];
+    }
+    UNDETERMINED
 }
 
 /// Finds the PAT (§2.4.4.3), the first program's PMT (§2.4.4.8) and picks the streams.
@@ -333,8 +394,8 @@ fn find_streams(data: &[u8]) -> Result<Streams, FormatError> {
     }
     let end = pmt.len() - 4;
     let mut pos = 12 + (u16::from_be_bytes([pmt[10] & 0x0f, pmt[11]]) as usize);
-    let mut s = Streams { video: None, audio: None, other_pids: Vec::new() };
-    let (mut have_video, mut have_audio) = (false, false);
+    let mut s = Streams { carried: Vec::new(), other_pids: Vec::new(), skipped: Vec::new() };
+    let mut unsupported: Option<String> = None;
     while pos + 5 <= end {
         let stream_type = pmt[pos];
         let pid = u16::from_be_bytes([pmt[pos + 1] & 0x1f, pmt[pos + 2]]);
@@ -343,19 +404,35 @@ fn find_streams(data: &[u8]) -> Result<Streams, FormatError> {
         if desc_end > end {
             bail_at!(pmt_off, "PMT ES_info_length {info_len} past section end");
         }
-        match classify(stream_type, &pmt[pos + 5..desc_end]) {
-            StreamKind::Video(c) if !have_video => (s.video, have_video) = (Some((pid, c)), true),
-            StreamKind::Audio(c) if !have_audio => (s.audio, have_audio) = (Some((pid, c)), true),
-            StreamKind::Unsupported(is_audio, name) if !(if is_audio { have_audio } else { have_video }) => {
-                bail_at!(pmt_off, "unsupported codec: PID {pid:#06x} stream_type {stream_type:#04x} ({name})");
+        let descriptors = &pmt[pos + 5..desc_end];
+        let what = match classify(stream_type, descriptors) {
+            StreamKind::Video(codec) | StreamKind::Audio(codec)
+                if s.carried.len() < super::index::MAX_TRACKS && !s.carried.iter().any(|c| c.pid == pid) =>
+            {
+                s.carried.push(Carried { pid, codec, language: iso639_language(descriptors) });
+                pos = desc_end;
+                continue;
             }
-            _ => s.other_pids.push(pid),
-        }
+            StreamKind::Video(_) | StreamKind::Audio(_) => "one stream too many",
+            StreamKind::Unsupported(name) => {
+                let e = format!("unsupported codec: PID {pid:#06x} stream_type {stream_type:#04x} ({name})");
+                unsupported.get_or_insert(e);
+                name
+            }
+            StreamKind::Other(name) => name.unwrap_or("data"),
+        };
+        s.other_pids.push(pid);
+        s.skipped.push(format!("PID {pid:#06x}: {what} (stream_type {stream_type:#04x})"));
         pos = desc_end;
     }
-    if !have_video && !have_audio {
-        bail_at!(pmt_off, "no audio or video stream in PMT");
+    if s.carried.is_empty() {
+        match unsupported {
+            Some(e) => bail_at!(pmt_off, "{e}"),
+            None => bail_at!(pmt_off, "no audio or video stream in PMT"),
+        }
     }
+    // Video first, each kind in PMT order.
+    s.carried.sort_by_key(|c| c.codec.kind());
     Ok(s)
 }
 
@@ -549,8 +626,16 @@ fn rel_90k(v: u64, origin: u64) -> i64 {
     if d >= TS_WRAP / 2 { d as i64 - TS_WRAP as i64 } else { d as i64 }
 }
 
-/// Builds the video track from the collected PES: one sample per access unit.
-fn index_video(es: &EsCollector, pid: u16, codec: Codec, origin: u64) -> Result<Option<TrackIndex>, FormatError> {
+/// Builds the video track from the collected PES: one sample per access unit. Without
+/// parameter sets in the segment, `carried` (the same track's config from an earlier segment)
+/// gives the sample entry.
+fn index_video(
+    es: &EsCollector,
+    pid: u16,
+    codec: Codec,
+    origin: u64,
+    carried: Option<&TrackConfig>,
+) -> Result<Option<TrackIndex>, FormatError> {
     let mut samples: Vec<Sample> = Vec::new();
     let mut ps_au: Option<AccessUnit> = None;
     let mut ps_sync = false;
@@ -582,24 +667,37 @@ fn index_video(es: &EsCollector, pid: u16, codec: Codec, origin: u64) -> Result<
         end = es.pes[au.last].last_end;
     }
     let Some(ps_au) = ps_au else { return Ok(None) };
-    let cfg = video_config(es, codec, ps_au)?;
+    let (sample_entry, width, height) = match video_config(es, codec, ps_au)? {
+        Some(cfg) => (cfg.sample_entry, cfg.width, cfg.height),
+        None => match carried {
+            Some(c) => (c.sample_entry.clone(), c.width, c.height),
+            None => {
+                let sets = if codec == Codec::H265 { "VPS/SPS/PPS" } else { "SPS/PPS" };
+                bail_at!(
+                    es.pes[ps_au.first].first_pkt,
+                    "{codec:?} stream without {sets}, and no earlier segment of the stream sent them"
+                )
+            }
+        },
+    };
     let chunk = whole_segment_chunk(&samples, end);
     let config = TrackConfig {
         codec,
         timescale: 90000,
-        sample_entry: cfg.sample_entry,
-        width: cfg.width,
-        height: cfg.height,
+        sample_entry,
+        width,
+        height,
         matrix: UNITY_MATRIX,
         source_id: pid as u32,
+        language: UNDETERMINED,
     };
     Ok(Some(TrackIndex { config, samples, chunks: vec![chunk] }))
 }
 
 /// Builds the sample entry from the parameter sets of access unit `au`, falling back to the
 /// first parameter sets of the segment for any kind that `au` lacks. Identical copies are
-/// listed once.
-fn video_config(es: &EsCollector, codec: Codec, au: AccessUnit) -> Result<h26x::VideoConfig, FormatError> {
+/// listed once. `None` when the segment lacks a kind of parameter set altogether.
+fn video_config(es: &EsCollector, codec: Codec, au: AccessUnit) -> Result<Option<h26x::VideoConfig>, FormatError> {
     let types: [u8; 3] = if codec == Codec::H265 { [32, 33, 34] } else { [0xff, 7, 8] };
     let nal_type: fn(&[u8]) -> u8 = if codec == Codec::H265 { h26x::h265_nal_type } else { h26x::h264_nal_type };
     let mut sets: [Vec<&[u8]>; 3] = Default::default();
@@ -617,18 +715,21 @@ fn video_config(es: &EsCollector, codec: Codec, au: AccessUnit) -> Result<h26x::
     if sets[needed.clone()].iter().any(|s| s.is_empty()) {
         let mut all: [Vec<&[u8]>; 3] = Default::default();
         collect(&es.bytes, types, nal_type, &mut all);
-        for k in needed {
+        for k in needed.clone() {
             if sets[k].is_empty() {
                 sets[k] = all[k].iter().take(1).copied().collect();
             }
         }
+    }
+    if sets[needed].iter().any(|s| s.is_empty()) {
+        return Ok(None);
     }
     let at = es.pes[au.first].first_pkt;
     let r = match codec {
         Codec::H265 => h26x::hevc_config(&sets[0], &sets[1], &sets[2]),
         _ => h26x::avc_config(&sets[1], &sets[2]),
     };
-    r.map_err(|e| FormatError::new(at, e.what))
+    r.map(Some).map_err(|e| FormatError::new(at, e.what))
 }
 
 /// One audio frame in the collected stream.
@@ -791,6 +892,7 @@ fn index_audio(es: &EsCollector, pid: u16, codec: Codec, origin: u64) -> Result<
         height: 0,
         matrix: UNITY_MATRIX,
         source_id: pid as u32,
+        language: UNDETERMINED,
     };
     Ok(Some(TrackIndex { config, samples, chunks: vec![chunk] }))
 }
@@ -1187,5 +1289,53 @@ mod tests {
             "ptswrap origin {origin}, tracks {:?}",
             idx.tracks.iter().map(|t| t.samples.len()).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn every_audio_track_with_its_language_and_what_is_skipped() {
+        let data = read("c01_h264_2aac_lang_ts", "seg_00000.ts");
+        let seg = index_segment_with(&data, &mut ParamCarry::default()).unwrap();
+        let got: Vec<_> =
+            seg.index.tracks.iter().map(|t| (t.config.codec, t.config.language, t.config.source_id)).collect();
+        assert_eq!(got, [(Codec::H264, *b"und", 0x100), (Codec::Aac, *b"eng", 0x101), (Codec::Aac, *b"deu", 0x102)]);
+        assert_eq!(seg.skipped, ["PID 0x0103: private data (stream_type 0x06)"]);
+        // The two audio tracks are different streams (a stereo and a mono microphone).
+        assert_ne!(seg.index.tracks[1].config.sample_entry, seg.index.tracks[2].config.sample_entry);
+        for t in &seg.index.tracks {
+            let c = &t.chunks[0];
+            let mut out = Vec::new();
+            transmux_chunk(t, c, &data[c.src_start as usize..c.src_end as usize], &mut out).unwrap();
+            assert_eq!(out.len() as u64, c.len_bytes);
+        }
+        assert_eq!(SegmentIndex::decode(&seg.index.encode()).unwrap(), seg.index);
+    }
+
+    #[test]
+    fn parameter_sets_sent_once_are_carried() {
+        for (set, codec, what) in [
+            ("c03_h264_params_once_ts", Codec::H264, "SPS/PPS"),
+            ("c04_h265_params_once_ts", Codec::H265, "VPS/SPS/PPS"),
+        ] {
+            let first = index_segment(&read(set, "seg_00000.ts")).unwrap();
+            let later = read(set, "seg_00003.ts");
+            // Alone, a later segment cannot be described: it has no parameter sets.
+            let err = index_segment(&later).unwrap_err();
+            assert!(err.what.contains(what) && err.what.contains("earlier segment"), "{set}: {err}");
+            // With the stream's earlier segments, it gets their sample entry, byte for byte.
+            let mut carry = ParamCarry::default();
+            for n in 0..3 {
+                index_segment_with(&read(set, &format!("seg_0000{n}.ts")), &mut carry).unwrap();
+            }
+            let seg = index_segment_with(&later, &mut carry).unwrap().index;
+            let (v, v0) = (&seg.tracks[0], &first.tracks[0]);
+            assert_eq!((v.config.codec, &v.config.sample_entry), (codec, &v0.config.sample_entry), "{set}");
+            assert_eq!((v.config.width, v.config.height), (480, 270));
+            assert!(v.samples[0].sync, "{set}: the segment starts with an IDR");
+            // Another codec in the carry does not stand in.
+            let mut other = ParamCarry::default();
+            let h = if codec == Codec::H264 { "c04_h265_params_once_ts" } else { "c03_h264_params_once_ts" };
+            other.remember(&index_segment(&read(h, "seg_00000.ts")).unwrap());
+            assert!(index_segment_with(&later, &mut other).is_err());
+        }
     }
 }

@@ -4,8 +4,9 @@ use std::process::Command;
 
 use crate::common::*;
 
+/// `jitmux share` printing the path and query alone (`--base ""`), for tests to prefix.
 fn share(env: &Env, user: &str, path: &str, args: &[&str]) -> Run {
-    let mut a = vec!["share", "--user", user, path];
+    let mut a = vec!["share", "--base", "", "--user", user, path];
     a.extend_from_slice(args);
     env.cli(&a)
 }
@@ -37,6 +38,9 @@ fn signed_urls_work_without_a_token_and_refuse_tampering() {
     let b = env.import("bob", "back", &fixture("s14_h264_only_fmp4_2s").join("index.m3u8"));
     let server = env.serve();
     let full = get(&server.url(&a), &env.token).body;
+    // Without --base the printed link is a whole URL on the default address.
+    let r = env.cli(&["share", "--user", "alice", &a]);
+    assert!(r.stdout.trim().starts_with(&format!("http://127.0.0.1:8080/v1/files{a}?")), "{}", r.stdout);
 
     let l = link(&env, &a, &["--expires", "1h", "--modes", "file"]);
     let url = format!("{}{l}", server.base);

@@ -235,6 +235,54 @@ fn bad_uploads_are_refused_and_the_broadcast_goes_on() {
     assert_eq!(hashes(&f, "0:v:0", true).len(), 180, "segments 0, 3 and 4");
 }
 
+/// An encoder that sends SPS/PPS only with its very first IDR: every later segment is indexed
+/// with the parameter sets the broadcast has seen, across a server restart too, and the recording
+/// decodes frame for frame like the source. Also two audio tracks with their languages.
+#[test]
+fn live_ingest_carries_parameter_sets_and_every_audio_track() {
+    for (set, camera) in [("c03_h264_params_once_ts", "porch"), ("c01_h264_2aac_lang_ts", "yard")] {
+        let env = Env::new("alice");
+        let key = env.camera_add("alice", camera);
+        let src = fixture(set);
+        let seg = |i: u32| std::fs::read(src.join(format!("seg_{i:05}.ts"))).unwrap();
+        let playlist = |n: u32, end: bool| {
+            let mut p = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n".to_string();
+            for i in 0..n {
+                p += &format!("#EXTINF:2.0,\nseg_{i:05}.ts\n");
+            }
+            if end {
+                p += "#EXT-X-ENDLIST\n";
+            }
+            p
+        };
+        let mut server = Server::start(env.data(), &["--ingest-idle-timeout", "30"]);
+        for i in 0..6 {
+            if i == 3 {
+                // A restart: the broadcast resumes with the parameter sets it had seen.
+                drop(server);
+                server = Server::start(env.data(), &["--ingest-idle-timeout", "30"]);
+            }
+            assert_eq!(put(&server.base, camera, &format!("seg_{i:05}.ts"), &key, &seg(i)), 201, "{set} seg {i}");
+            assert_eq!(put(&server.base, camera, "index.m3u8", &key, playlist(i + 1, i == 5).as_bytes()), 201);
+        }
+        let recs = recordings(&server, &env.token, camera);
+        assert_eq!(recs.len(), 1, "{set}: {recs:?}");
+        assert!(!recs[0].1, "ended by EXT-X-ENDLIST");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.mp4");
+        std::fs::write(&f, get(&server.url(&recs[0].0), &env.token).body).unwrap();
+        assert_eq!(decode_errors(&f), "", "{set}");
+        let out = Command::new("python3")
+            .arg(root().join("tests/tools/validate.py"))
+            .args(["--source", src.join("index.m3u8").to_str().unwrap(), "--target", f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{set}: validate.py\n{stdout}");
+        assert!(stdout.contains("[PASS] streams"), "{stdout}");
+    }
+}
+
 #[test]
 fn server_restart_during_a_broadcast_keeps_recordings_consistent() {
     let env = Env::new("alice");

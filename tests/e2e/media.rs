@@ -8,7 +8,7 @@ use crate::common::*;
 
 /// Sets the suite checks (a representative subset of the shared fixture sets: TS and fMP4,
 /// H.264/H.265, AAC/AC-3, B-frames, rotation, discontinuities, gaps, 33-bit wrap, 64-bit tfdt,
-/// audio-only, video-only).
+/// audio-only, video-only; plus several audio tracks and parameter sets sent once).
 const SETS: &[(&str, &str)] = &[
     ("s01_h264_aac_ts_2s", "index.m3u8"),
     ("s02_h264_aac_fmp4_2s", "index.m3u8"),
@@ -32,6 +32,12 @@ const SETS: &[(&str, &str)] = &[
     ("r07_h264_high_bframes_vfr_ts", "index.m3u8"),
     ("r09_sony_avchd_ac3_ts", "index.m3u8"),
     ("r09_sony_avchd_ac3_fmp4", "index.m3u8"),
+    // Conformance sets (fixtures/make_conformance_sets.sh): two AAC tracks with ISO 639
+    // languages (and a data stream that is skipped), and SPS/PPS (VPS) only at the very start.
+    ("c01_h264_2aac_lang_ts", "index.m3u8"),
+    ("c02_h264_2aac_lang_fmp4", "index.m3u8"),
+    ("c03_h264_params_once_ts", "index.m3u8"),
+    ("c04_h265_params_once_ts", "index.m3u8"),
 ];
 
 #[test]

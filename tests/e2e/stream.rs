@@ -20,6 +20,8 @@ fn quasi_stream_validates_against_the_source() {
         ("s11_aac_only_ts_2s", "sections"), // see media.rs on ffmpeg's HLS demuxer
         ("r04_iphone12_hevc_dv84_rot_fmp4", "auto"),
         ("r09_sony_avchd_ac3_ts", "auto"),
+        ("c01_h264_2aac_lang_ts", "auto"),
+        ("c03_h264_params_once_ts", "auto"),
     ];
     let env = Env::new("alice");
     let paths: Vec<String> = sets
