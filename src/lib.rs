@@ -22,6 +22,7 @@ pub mod import;
 pub mod ingest;
 pub mod instance;
 pub mod openapi;
+pub mod ranges;
 pub mod service;
 pub mod share;
 pub mod store;

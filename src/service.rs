@@ -187,7 +187,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, unsafe_method: 
 /// from ever reaching a lookup.
 pub(crate) fn split_path(raw: &str) -> Result<(Vec<String>, bool), ApiError> {
     let rest = raw.strip_prefix("/v1/files").unwrap_or(raw);
-    let trailing_slash = rest.ends_with('/') || rest.is_empty();
+    let trailing_slash = rest.ends_with('/');
     let mut out = Vec::new();
     for seg in rest.split('/').filter(|s| !s.is_empty()) {
         let dec = percent_encoding::percent_decode_str(seg)
@@ -241,7 +241,7 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD"));
     }
-    let (segs, _) = split_path(req.uri().path())?;
+    let (segs, trailing_slash) = split_path(req.uri().path())?;
     let query: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();
     let user = if query.iter().any(|(k, _)| k == "sig") {
         signed_user(state, &segs, &query).await?
@@ -251,13 +251,26 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
     let json =
         req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
     let cat = &state.catalog;
+    // A directory's relative links resolve against its URL, so it must end in '/': an existing
+    // directory asked for without it is a permanent redirect to it.
+    let redirect = || {
+        let q = req.uri().query().map_or(String::new(), |q| format!("?{q}"));
+        let to = format!("{}/{q}", req.uri().path());
+        Ok((StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, to)]).into_response())
+    };
     match segs.as_slice() {
         [] => {
+            if !trailing_slash {
+                return redirect();
+            }
             let cams = cat.list_cameras(user.id).await?;
             Ok(listing("/", json, cams.into_iter().map(Entry::dir).collect()))
         }
         [camera] => {
             let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
+            if !trailing_slash {
+                return redirect();
+            }
             let days = cat.list_days(cam.id).await?;
             Ok(listing(&format!("/{camera}/"), json, days.into_iter().map(Entry::dir).collect()))
         }
@@ -267,11 +280,15 @@ async fn files_inner(state: &AppState, req: Request) -> Result<Response, ApiErro
             if recs.is_empty() {
                 return Err(ApiError::not_found());
             }
+            if !trailing_slash {
+                return redirect();
+            }
             Ok(listing(&format!("/{camera}/{day}/"), json, recs.iter().map(Entry::file).collect()))
         }
         _ => {
             let rec = resolve_file(cat, user.id, &segs).await?;
-            serve_mp4(state, &user, rec, &req).await
+            let file_name = segs.last().expect("a file path has segments").clone();
+            serve_mp4(state, &user, rec, &file_name, req).await
         }
     }
 }
@@ -401,8 +418,10 @@ async fn serve_mp4(
     state: &AppState,
     user: &User,
     mut rec: Recording,
-    req: &http::Request<()>,
+    file_name: &str,
+    mut req: http::Request<()>,
 ) -> Result<Response, ApiError> {
+    let q = FileQuery::parse(req.uri().query())?;
     let inst = state.instances.get(user);
     if rec.format_version != FORMAT_VERSION as i64 {
         // Laid out by an older version of this code: recompute size, head and ETag once.
@@ -418,15 +437,57 @@ async fn serve_mp4(
     let busy = |what: &str, n: usize| {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("too many concurrent {what} for this user (limit {n})"))
     };
-    if let Some(start_s) = stream_mode(req.uri().query())? {
+    let disposition = content_disposition(if q.download { "attachment" } else { "inline" }, file_name);
+    if q.stream {
         let slot = inst.try_slot(Kind::Stream).ok_or_else(|| busy("streams", inst.limits.max_streams))?;
-        let body = crate::vfile::stream_body(state.clone(), inst, slot, rec, start_s);
-        return Ok(([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, "no-store")], body).into_response());
+        let body = crate::vfile::stream_body(state.clone(), inst, slot, rec, q.start_s);
+        let headers = [
+            (header::CONTENT_TYPE, HeaderValue::from_static("video/mp4")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ];
+        return Ok((headers, body).into_response());
     }
     let slot = inst.try_slot(Kind::Download).ok_or_else(|| busy("downloads", inst.limits.max_downloads))?;
-    let entity = Mp4File::new(state.clone(), inst, slot, rec);
-    let resp = http_serve::serve(entity, req);
+    let entity = Mp4File::new(state.clone(), inst, slot, rec, disposition);
+    let last_modified = http_serve::Entity::last_modified(&entity);
+    // A finished recording's bytes never change: its modification time is a strong validator.
+    let strong_date = !entity.live();
+    crate::ranges::normalize(req.headers_mut(), http_serve::Entity::len(&entity), last_modified, strong_date);
+    let mut resp = http_serve::serve(entity, &req);
+    // Private (bearer or signed), and revalidated before reuse: a 304 is cheap, and a link that
+    // expired or bytes laid out anew are never served from a cache.
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     Ok(resp.map(Body::new))
+}
+
+/// `Content-Disposition` (RFC 6266 §4) of a served file: `inline` or `attachment` with its
+/// name as `filename`, plus `filename*` (RFC 8187, UTF-8) when the name is not plain ASCII.
+pub fn content_disposition(kind: &str, name: &str) -> HeaderValue {
+    let plain = name.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' && b != b'%');
+    let value = if plain {
+        format!("{kind}; filename=\"{name}\"")
+    } else {
+        let ascii: String =
+            name.chars().map(|c| if c.is_ascii_graphic() && !"\"\\%".contains(c) { c } else { '_' }).collect();
+        /// RFC 8187 §3.2.1 attr-char: ALPHA / DIGIT / "!#$&+-.^_`|~".
+        const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'!')
+            .remove(b'#')
+            .remove(b'$')
+            .remove(b'&')
+            .remove(b'+')
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'^')
+            .remove(b'_')
+            .remove(b'`')
+            .remove(b'|')
+            .remove(b'~');
+        let enc = percent_encoding::utf8_percent_encode(name, ATTR);
+        format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{enc}")
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("inline"))
 }
 
 /// `GET /v1/thumbnails/{path}`: the JPEG thumbnail of a recording ([`crate::thumb`]).
@@ -526,25 +587,43 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<axum::J
     Ok(axum::Json(serde_json::to_value(me).expect("serializable")))
 }
 
-/// Parses `mode=stream|file` and `start=SECONDS`; `Some(start)` for the quasi-stream.
-fn stream_mode(query: Option<&str>) -> Result<Option<Option<f64>>, ApiError> {
-    let (mut stream, mut start) = (false, None);
-    for (k, v) in url_pairs(query.unwrap_or("")) {
-        match k.as_str() {
-            "mode" if v == "stream" => stream = true,
-            "mode" if v == "file" => stream = false,
-            "mode" => return Err(ApiError::new(StatusCode::BAD_REQUEST, "mode must be 'stream' or 'file'")),
-            "start" => match v.parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 0.0 => start = Some(s),
-                _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "start must be a number of seconds >= 0")),
-            },
-            _ => {}
+/// What the query of a file request asks for.
+#[derive(Debug, Default, PartialEq)]
+struct FileQuery {
+    /// `mode=stream`: the quasi-stream rather than the full file (`mode=file`, default).
+    stream: bool,
+    /// `start=SECONDS` (with `mode=stream`): start at the sync sample at or before.
+    start_s: Option<f64>,
+    /// `download=1`: `Content-Disposition: attachment` rather than `inline`.
+    download: bool,
+}
+
+impl FileQuery {
+    /// Parses `mode`, `start` and `download`; other parameters (a signed URL's) are left alone.
+    fn parse(query: Option<&str>) -> Result<FileQuery, ApiError> {
+        let mut q = FileQuery::default();
+        let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, m);
+        for (k, v) in url_pairs(query.unwrap_or("")) {
+            match k.as_str() {
+                "mode" if v == "stream" => q.stream = true,
+                "mode" if v == "file" => q.stream = false,
+                "mode" => return Err(bad("mode must be 'stream' or 'file'")),
+                "start" => match v.parse::<f64>() {
+                    Ok(s) if s.is_finite() && s >= 0.0 => q.start_s = Some(s),
+                    _ => return Err(bad("start must be a number of seconds >= 0")),
+                },
+                "download" => match v.as_str() {
+                    "1" | "true" => q.download = true,
+                    "0" | "false" => q.download = false,
+                    _ => return Err(bad("download must be 1 or 0")),
+                },
+                _ => {}
+            }
         }
-    }
-    match (stream, start) {
-        (true, s) => Ok(Some(s)),
-        (false, Some(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "start= needs mode=stream")),
-        (false, None) => Ok(None),
+        if q.start_s.is_some() && !q.stream {
+            return Err(bad("start= needs mode=stream"));
+        }
+        Ok(q)
     }
 }
 
@@ -586,6 +665,10 @@ pub struct Entry {
     /// RFC 6381 codecs of the file's tracks, for `canPlayType` (files only; absent when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     codecs: Option<String>,
+    /// Source streams the file does not carry (data, subtitles, codecs an MP4 cannot hold), e.g.
+    /// `PID 0x0102: SCTE-35 splice information (stream_type 0x86)` (files only; absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<Vec<String>>,
 }
 
 impl Entry {
@@ -594,10 +677,11 @@ impl Entry {
             name: d.name,
             kind: "dir",
             size: d.len_bytes,
-            modified: rfc3339(d.updated_ms),
+            modified: rfc3339(d.modified_ms.div_euclid(1000) * 1000),
             duration_s: d.duration_ms as f64 / 1000.0,
             live: None,
             codecs: None,
+            skipped: None,
         }
     }
     fn file(r: &Recording) -> Entry {
@@ -605,10 +689,12 @@ impl Entry {
             name: format!("{}.mp4", r.name),
             kind: "file",
             size: r.len_bytes,
-            modified: rfc3339(r.updated_ms),
+            // Whole seconds, as in Last-Modified (RFC 9110 §5.6.7), so both agree.
+            modified: rfc3339(r.modified_ms.div_euclid(1000) * 1000),
             duration_s: r.duration_ms as f64 / 1000.0,
             live: Some(r.live),
             codecs: Some(r.codecs.clone()).filter(|c| !c.is_empty()),
+            skipped: Some(r.skipped.lines().map(str::to_string).collect()).filter(|v: &Vec<String>| !v.is_empty()),
         }
     }
 }
@@ -619,7 +705,17 @@ pub(crate) fn rfc3339(ms: i64) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
+/// A directory listing as JSON or HTML (by `Accept`), never stored by shared caches and
+/// revalidated by private ones (RFC 9111 §5.2.2).
 fn listing(path: &str, json: bool, entries: Vec<Entry>) -> Response {
+    let mut r = listing_body(path, json, entries);
+    let h = r.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    r
+}
+
+fn listing_body(path: &str, json: bool, entries: Vec<Entry>) -> Response {
     if json {
         return axum::Json(Listing { path: path.to_string(), entries }).into_response();
     }
@@ -632,7 +728,7 @@ fn listing(path: &str, json: bool, entries: Vec<Entry>) -> Response {
         html.push_str("<tr><td><a href=\"../\">../</a></td></tr>");
     }
     for e in &entries {
-        let href = percent_encoding::utf8_percent_encode(&e.name, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let href = percent_encoding::utf8_percent_encode(&e.name, crate::web::SEGMENT).to_string();
         let slash = if e.kind == "dir" { "/" } else { "" };
         html.push_str(&format!(
             "<tr><td><a href=\"{href}{slash}\">{n}{slash}</a></td><td>{}</td><td>{:.1} s</td><td>{}</td></tr>",

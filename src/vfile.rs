@@ -132,11 +132,18 @@ pub struct Mp4File {
     rec: Recording,
     /// The user's download slot, held until every body made from this entity is done.
     slot: Arc<Slot>,
+    /// `Content-Disposition` sent with it.
+    disposition: HeaderValue,
 }
 
 impl Mp4File {
-    pub fn new(state: AppState, inst: Arc<UserInstance>, slot: Slot, rec: Recording) -> Self {
-        Mp4File { state, inst, rec, slot: Arc::new(slot) }
+    pub fn new(state: AppState, inst: Arc<UserInstance>, slot: Slot, rec: Recording, disposition: HeaderValue) -> Self {
+        Mp4File { state, inst, rec, slot: Arc::new(slot), disposition }
+    }
+
+    /// Whether the recording is a live broadcast still growing.
+    pub fn live(&self) -> bool {
+        self.rec.live
     }
 }
 
@@ -166,14 +173,18 @@ impl http_serve::Entity for Mp4File {
 
     fn add_headers(&self, h: &mut HeaderMap) {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+        h.insert(http::header::CONTENT_DISPOSITION, self.disposition.clone());
     }
 
     fn etag(&self) -> Option<HeaderValue> {
         HeaderValue::from_str(&format!("\"{}\"", self.rec.etag)).ok()
     }
 
+    /// The recording's modification time in whole seconds (HTTP dates have no more, RFC 9110
+    /// §5.6.7, so `If-Modified-Since: <this Last-Modified>` compares equal).
     fn last_modified(&self) -> Option<SystemTime> {
-        Some(SystemTime::UNIX_EPOCH + Duration::from_millis(self.rec.updated_ms.max(0) as u64))
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(self.rec.modified_ms.max(0) as u64);
+        Some(crate::ranges::whole_seconds(t))
     }
 }
 
