@@ -2,6 +2,8 @@
 # The test command: installs what the tests need on a fresh Debian machine, then runs them all.
 #   ffmpeg/ffprobe  media checks (tests/tools/validate.py: framemd5 against the source)
 #   curl            resume check (curl -C -)
+#   aria2, wget, rclone, GStreamer (playbin, libav decoders)
+#                   the client matrix (tests/tools/client_matrix.py): real downloaders and players
 #   chromium        browser playback check (tests/tools/browser_play.js via playwright-core)
 #   schemathesis    API fuzzing against the generated OpenAPI description (PyPI)
 #   PostgreSQL      catalog tests on the second backend (JITMUX_TEST_PG; the machine runs one)
@@ -13,6 +15,13 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
+command -v aria2c >/dev/null || need+=(aria2)
+command -v wget >/dev/null || need+=(wget)
+command -v rclone >/dev/null || need+=(rclone)
+command -v gst-launch-1.0 >/dev/null || need+=(gstreamer1.0-tools)
+for p in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq

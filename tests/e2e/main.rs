@@ -3,6 +3,7 @@
 
 mod access;
 mod browser;
+mod clients;
 mod common;
 mod live;
 mod media;
