@@ -17,7 +17,7 @@
 //! - [`web`], [`thumb`]: the web page (sessions, tree, player) and recording thumbnails.
 
 pub mod catalog;
-pub mod format;
+pub use jitmux_format as format;
 pub mod import;
 pub mod ingest;
 pub mod instance;

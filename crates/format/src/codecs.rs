@@ -195,7 +195,7 @@ pub fn h264_sync_sample_annexb(sample_entry: &[u8], sample: &[u8]) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{audio, h26x};
+    use crate::{audio, h26x};
 
     // High profile, level 2.1 SPS and its PPS, from fixtures/sets/s01_h264_aac_ts_2s/seg_00000.ts.
     #[rustfmt::skip]

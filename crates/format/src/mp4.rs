@@ -847,8 +847,8 @@ fn run_lengths<T: PartialEq + Copy>(it: impl Iterator<Item = T>) -> Vec<(u32, T)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::boxes::UNITY_MATRIX;
-    use crate::format::index::{Chunk, Sample, TrackConfig, TrackIndex};
+    use crate::boxes::UNITY_MATRIX;
+    use crate::index::{Chunk, Sample, TrackConfig, TrackIndex};
 
     /// A synthetic segment: `n` video samples of `len` bytes, 3000-tick (1/30 s) spacing from
     /// `dts0`, one chunk; plus AAC audio 1024-tick frames from `adts0` (48 kHz).
@@ -884,7 +884,7 @@ mod tests {
                     height: 360,
                     matrix: UNITY_MATRIX,
                     source_id: 1,
-                    language: crate::format::index::UNDETERMINED,
+                    language: crate::index::UNDETERMINED,
                 },
                 chunks: vec![Chunk {
                     first_sample: 0,
@@ -984,7 +984,7 @@ mod tests {
 
     /// Values of `(tkhd flags, alternate_group, mdhd language)` per `trak` of a written head.
     fn trak_fields(head: &[u8]) -> Vec<(u32, u16, [u8; 3])> {
-        use crate::format::boxes::{Boxes, child};
+        use crate::boxes::{Boxes, child};
         let moov = Boxes::new(head, 0, head.len()).map(Result::unwrap).find(|b| &b.fourcc == b"moov").unwrap();
         let mut out = Vec::new();
         for trak in Boxes::children(head, &moov).map(Result::unwrap).filter(|b| &b.fourcc == b"trak") {
@@ -1004,11 +1004,11 @@ mod tests {
 
     #[test]
     fn several_audio_tracks_share_an_alternate_group_with_their_languages() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/sets/c01_h264_2aac_lang_ts");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sets/c01_h264_2aac_lang_ts");
         let segs: Vec<SegmentInput> = (0..3)
             .map(|n| {
                 let data = std::fs::read(format!("{dir}/seg_0000{n}.ts")).unwrap();
-                SegmentInput { index: Arc::new(crate::format::ts::index_segment(&data).unwrap()), join_before: false }
+                SegmentInput { index: Arc::new(crate::ts::index_segment(&data).unwrap()), join_before: false }
             })
             .collect();
         let l = Layout::build(&segs).unwrap();

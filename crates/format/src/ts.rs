@@ -904,7 +904,7 @@ mod tests {
     use std::process::Command;
 
     fn set_dir(name: &str) -> PathBuf {
-        let local = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/sets")).join(name);
+        let local = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sets")).join(name);
         if local.exists() { local } else { Path::new("/work/shared/fixtures/sets/real").join(name) }
     }
 
@@ -1061,7 +1061,7 @@ mod tests {
                     }
                 }
             }
-            if let (Some(t), Some(pk)) = (idx.track(crate::format::index::TrackKind::Video), ffprobe(&path)) {
+            if let (Some(t), Some(pk)) = (idx.track(crate::index::TrackKind::Video), ffprobe(&path)) {
                 let pk: Vec<_> = pk.iter().filter(|p| p.pid == t.config.source_id).collect();
                 assert_eq!(pk.len(), t.samples.len(), "{}: video sample count", path.display());
                 for (s, p) in t.samples.iter().zip(&pk) {

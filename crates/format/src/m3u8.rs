@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn parses_every_fixture_playlist() {
         let mut n = 0;
-        for entry in std::fs::read_dir("fixtures/sets").unwrap() {
+        for entry in std::fs::read_dir("../../fixtures/sets").unwrap() {
             let dir = entry.unwrap().path();
             for name in ["index.m3u8", "index_gaptag.m3u8"] {
                 let Ok(text) = std::fs::read(dir.join(name)) else { continue };

@@ -524,7 +524,7 @@ mod tests {
     fn expected() -> Vec<Row> {
         vec![
             (
-                "fixtures/sets/r04_iphone12_hevc_dv84_rot_fmp4",
+                "../../fixtures/sets/r04_iphone12_hevc_dv84_rot_fmp4",
                 "",
                 2,
                 Some(Expect {
@@ -547,7 +547,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/r06_iphone6_rot_vfr_fmp4",
+                "../../fixtures/sets/r06_iphone6_rot_vfr_fmp4",
                 "",
                 2,
                 Some(Expect {
@@ -570,7 +570,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/r09_sony_avchd_ac3_fmp4",
+                "../../fixtures/sets/r09_sony_avchd_ac3_fmp4",
                 "",
                 1,
                 Some(Expect {
@@ -593,7 +593,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/s02_h264_aac_fmp4_2s",
+                "../../fixtures/sets/s02_h264_aac_fmp4_2s",
                 "",
                 30,
                 Some(Expect {
@@ -616,7 +616,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/s04_h265_aac_fmp4_1s",
+                "../../fixtures/sets/s04_h265_aac_fmp4_1s",
                 "",
                 60,
                 Some(Expect {
@@ -639,7 +639,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/s06_h264_aac_fmp4_discontinuity",
+                "../../fixtures/sets/s06_h264_aac_fmp4_discontinuity",
                 "a_",
                 15,
                 Some(Expect {
@@ -662,7 +662,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/s06_h264_aac_fmp4_discontinuity",
+                "../../fixtures/sets/s06_h264_aac_fmp4_discontinuity",
                 "b_",
                 15,
                 Some(Expect {
@@ -685,7 +685,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/s08_h264_aac_fmp4_gap",
+                "../../fixtures/sets/s08_h264_aac_fmp4_gap",
                 "",
                 29,
                 Some(Expect {
@@ -708,7 +708,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/s10_h264_aac_fmp4_bigtfdt",
+                "../../fixtures/sets/s10_h264_aac_fmp4_bigtfdt",
                 "",
                 30,
                 Some(Expect {
@@ -731,7 +731,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/s12_aac_only_fmp4_2s",
+                "../../fixtures/sets/s12_aac_only_fmp4_2s",
                 "",
                 31,
                 None,
@@ -746,7 +746,7 @@ mod tests {
                 }),
             ),
             (
-                "fixtures/sets/s14_h264_only_fmp4_2s",
+                "../../fixtures/sets/s14_h264_only_fmp4_2s",
                 "",
                 30,
                 Some(Expect {
@@ -957,7 +957,7 @@ mod tests {
         }
     }
 
-    const S02: &str = "fixtures/sets/s02_h264_aac_fmp4_2s";
+    const S02: &str = "../../fixtures/sets/s02_h264_aac_fmp4_2s";
     /// r04 `tkhd`: 90° clockwise display rotation (ffprobe: rotation −90), tx = 1080 in 16.16.
     const ROT_MATRIX_R04: [i32; 9] = [0, 0x1_0000, 0, -0x1_0000, 0, 0, 1080 << 16, 0, 0x4000_0000];
     const R04_SIZE: (u32, u32) = (1920, 1080);
@@ -975,7 +975,7 @@ mod tests {
         let (v, a) = (&init.tracks[0], &init.tracks[1]);
         assert_eq!((v.config.codec, v.config.timescale, v.config.source_id), (Codec::H264, 15360, 1));
         assert_eq!((v.config.width, v.config.height), (480, 270));
-        assert_eq!(v.config.matrix, crate::format::boxes::UNITY_MATRIX);
+        assert_eq!(v.config.matrix, crate::boxes::UNITY_MATRIX);
         // stsd at 449: 16 bytes of header + entry_count, then the 156-byte avc1 entry.
         assert_eq!(v.config.sample_entry, &data[465..621]);
         assert_eq!(&v.config.sample_entry[4..8], b"avc1");
@@ -986,18 +986,18 @@ mod tests {
         assert_eq!(&a.config.sample_entry[4..8], b"mp4a");
         assert_eq!(a.edit_shift, 2160); // 45 ms · 48 − 0
 
-        let r04 = parse_init(&read("fixtures/sets/r04_iphone12_hevc_dv84_rot_fmp4/init.mp4")).unwrap();
+        let r04 = parse_init(&read("../../fixtures/sets/r04_iphone12_hevc_dv84_rot_fmp4/init.mp4")).unwrap();
         let v = &r04.tracks[0].config;
         assert_eq!(v.codec, Codec::H265);
         assert_eq!(&v.sample_entry[4..8], b"hvc1");
         assert_eq!(v.matrix, ROT_MATRIX_R04);
         assert_eq!((v.width, v.height), R04_SIZE);
 
-        let r09 = parse_init(&read("fixtures/sets/r09_sony_avchd_ac3_fmp4/init.mp4")).unwrap();
+        let r09 = parse_init(&read("../../fixtures/sets/r09_sony_avchd_ac3_fmp4/init.mp4")).unwrap();
         assert_eq!(r09.tracks[1].config.codec, Codec::Ac3);
         assert_eq!(&r09.tracks[1].config.sample_entry[4..8], b"ac-3");
 
-        let aac = parse_init(&read("fixtures/sets/s12_aac_only_fmp4_2s/init.mp4")).unwrap();
+        let aac = parse_init(&read("../../fixtures/sets/s12_aac_only_fmp4_2s/init.mp4")).unwrap();
         assert_eq!(aac.tracks.len(), 1);
         assert_eq!((aac.tracks[0].config.codec, aac.tracks[0].edit_shift), (Codec::Aac, 0));
     }
@@ -1049,7 +1049,7 @@ mod tests {
         w.end();
     }
 
-    use crate::format::boxes::BoxWriter;
+    use crate::boxes::BoxWriter;
 
     /// A segment with: styp; moof with a video traf using an explicit base-data-offset, a
     /// version 1 trun with negative composition offsets and first-sample-flags, then a trun
@@ -1191,7 +1191,7 @@ mod tests {
     /// never a panic.
     #[test]
     fn no_panics_on_damaged_input() {
-        for dir in [S02, "fixtures/sets/r09_sony_avchd_ac3_fmp4", "fixtures/sets/r04_iphone12_hevc_dv84_rot_fmp4"] {
+        for dir in [S02, "../../fixtures/sets/r09_sony_avchd_ac3_fmp4", "../../fixtures/sets/r04_iphone12_hevc_dv84_rot_fmp4"] {
             let init_bytes = read(&format!("{dir}/init.mp4"));
             let seg = read(&format!("{dir}/seg_00000.m4s"));
             let init = parse_init(&init_bytes).unwrap();
@@ -1237,7 +1237,7 @@ mod tests {
 
     #[test]
     fn every_audio_track_with_its_language() {
-        let dir = "fixtures/sets/c02_h264_2aac_lang_fmp4";
+        let dir = "../../fixtures/sets/c02_h264_2aac_lang_fmp4";
         let init = parse_init(&read(&format!("{dir}/init.mp4"))).unwrap();
         let got: Vec<_> = init.tracks.iter().map(|t| (t.config.codec, t.config.language, t.config.source_id)).collect();
         assert_eq!(got, [(Codec::H264, *b"und", 1), (Codec::Aac, *b"eng", 2), (Codec::Aac, *b"deu", 3)]);

@@ -1,6 +1,8 @@
-//! The sans-IO format core: everything that turns archival segment bytes into a sample index and
-//! a sample index into MP4 bytes. Nothing in here knows about tokio, SQL, HTTP or the filesystem;
-//! every entry point takes `&[u8]` (or already-parsed indexes) and returns data or a [`FormatError`].
+//! jitmux's sans-IO format core: everything that turns archival segment bytes into a sample index
+//! and a sample index into MP4 bytes. A crate of its own so that the compiler checks the rule:
+//! it depends on nothing but `thiserror`, knows nothing about tokio, SQL, HTTP or the filesystem,
+//! and every entry point takes `&[u8]` (or already-parsed indexes) and returns data or a
+//! [`FormatError`]. The fuzz targets (`fuzz/`) link this crate alone.
 //!
 //! - [`m3u8`]: HLS media playlist parser (RFC 8216).
 //! - [`ts`]: MPEG-TS demuxer (ISO/IEC 13818-1) producing a [`index::SegmentIndex`], and the
@@ -49,6 +51,6 @@ impl FormatError {
 #[macro_export]
 macro_rules! bail_at {
     ($off:expr, $($arg:tt)*) => {
-        return Err($crate::format::FormatError::new(($off) as u64, format!($($arg)*)))
+        return Err($crate::FormatError::new(($off) as u64, format!($($arg)*)))
     };
 }
