@@ -38,6 +38,15 @@
 //! track, keeping the tracks' relative offsets inside the new segment. So gaps are closed,
 //! restarts continue seamlessly, and no sample gets a negative or huge duration. MPEG-TS
 //! timestamps are compared modulo 2^33 ([`SegmentIndex::ts_origin_90k`]).
+//!
+//! ## Growing files
+//! A live recording grows one segment at a time. [`LayoutBuilder`] keeps the timeline, the
+//! tracks and, per track, the counts that decide every box size (runs of `stts`, `ctts` and `stsc`
+//! entries, sync samples, chunks, sample entries, the presentation span), so that
+//! [`LayoutBuilder::push`] costs the new segment's samples and [`LayoutBuilder::summary`] gives
+//! the file's length, head length, duration and codecs in O(tracks) without writing the `moov`;
+//! [`LayoutBuilder::layout`] writes the head when a reader needs it. [`Layout::build`] is that
+//! builder with every segment pushed, so both ways give the same bytes.
 
 use std::sync::Arc;
 
@@ -116,8 +125,7 @@ impl Layout {
     /// The RFC 6381 codecs parameter of the file: each track's first sample entry, video first,
     /// comma-separated (`avc1.640028,mp4a.40.2`), as [`super::codecs::codec_string`] reads it.
     pub fn codecs(&self) -> String {
-        let each = self.tracks.iter().filter_map(|t| t.entries.first());
-        each.map(|e| super::codecs::codec_string(e).unwrap_or_default()).collect::<Vec<_>>().join(",")
+        codecs_of(self.tracks.iter())
     }
 
     /// Duration in seconds.
@@ -144,35 +152,207 @@ impl Layout {
         self.chunks.partition_point(|c| c.out_start + c.len_bytes <= pos)
     }
 
-    /// Builds the layout of `segments` joined into one progressive MP4.
+    /// Builds the layout of `segments` joined into one progressive MP4: a [`LayoutBuilder`] with
+    /// every segment pushed in order, then [`LayoutBuilder::layout`].
     ///
     /// The *n*-th video (audio) track of every segment is the *n*-th video (audio) track of the
     /// file; a track's codec may not change between segments.
     pub fn build(segments: &[SegmentInput]) -> Result<Layout, LayoutError> {
-        let mut tracks: Vec<Track> = Vec::new();
-        let mut tl = Timeline::default();
-        for (si, seg) in segments.iter().enumerate() {
-            for (key, t) in seg.index.keyed_tracks() {
-                match tracks.iter().find(|b| b.key == key) {
-                    Some(b) if b.codec != t.config.codec => {
-                        return Err(LayoutError::CodecChange {
-                            kind: key.0,
-                            from: b.codec,
-                            to: t.config.codec,
-                            segment: si,
-                        });
-                    }
-                    Some(_) => {}
-                    None => tracks.push(Track::new(key, t)),
-                }
+        let mut b = LayoutBuilder::new();
+        for seg in segments {
+            b.push(seg.clone())?;
+        }
+        b.layout()
+    }
+}
+
+/// The RFC 6381 codecs parameter of `tracks` (in file order): each track's first sample entry,
+/// comma-separated.
+fn codecs_of<'a>(tracks: impl Iterator<Item = &'a Track>) -> String {
+    let each = tracks.filter_map(|t| t.entries.first());
+    each.map(|e| super::codecs::codec_string(e).unwrap_or_default()).collect::<Vec<_>>().join(",")
+}
+
+/// What is known of the file after each [`LayoutBuilder::push`], without writing its `moov`:
+/// the figures a growing recording's catalog row needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutSummary {
+    /// Total file length in bytes ([`Layout::len_bytes`]).
+    pub len_bytes: u64,
+    /// Length in bytes of `ftyp` + `moov` + `mdat` header (ISO/IEC 14496-12 §4.3, §8.2.1,
+    /// §8.1.1): `layout.head.len()`, the offset of the first payload byte.
+    pub head_len_bytes: u64,
+    /// Presentation duration of the movie, [`MOVIE_TIMESCALE`] ticks ([`Layout::movie_dur`]; the
+    /// `mvhd` duration, §8.2.2).
+    pub movie_dur: u64,
+    /// The RFC 6381 codecs parameter ([`Layout::codecs`]).
+    pub codecs: String,
+}
+
+/// Builds a [`Layout`] one segment at a time, so that a growing (live) recording costs the new
+/// segment's samples per append rather than the whole file's.
+///
+/// The builder keeps what [`Layout::build`] used to recompute from scratch: the joined timeline
+/// (see the module docs), the output tracks with their samples, the output chunks with the
+/// running payload size, and per track the counts that decide the size of its boxes (`stts`/
+/// `ctts` runs, sync samples, `stsz` uniformity, `stsc` runs, chunks, `stsd` entries, decode and
+/// presentation spans). [`LayoutBuilder::push`] updates them from the new segment
+/// alone; [`LayoutBuilder::summary`] reads the file's figures off them in O(tracks);
+/// [`LayoutBuilder::layout`] writes the head in O(file).
+///
+/// Neither `summary` nor `layout` changes the builder: everything that [`Layout::build`] does
+/// after the last segment (dropping tracks without samples, ordering tracks, alternate groups,
+/// the final duration of each track's last sample, edit lists, `stco` vs `co64`) happens on
+/// copies, so pushing can go on. The bytes are those of [`Layout::build`] on the same segments.
+#[derive(Debug, Clone, Default)]
+pub struct LayoutBuilder {
+    tl: Timeline,
+    /// Output tracks in first-seen order, with or without samples; the layout's are those with
+    /// samples, ordered by key.
+    tracks: Vec<Track>,
+    /// Running counts of each entry of `tracks`.
+    stats: Vec<TrackStats>,
+    /// Output chunks in file order.
+    chunks: Vec<PendingChunk>,
+    segments: Vec<Arc<SegmentIndex>>,
+    /// How to take back the last successful push, until it is taken back.
+    undo: Option<Undo>,
+}
+
+/// An output chunk before the layout's track order and head length are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingChunk {
+    len_bytes: u64,
+    /// Index into the builder's segments.
+    segment: u32,
+    /// Index into that segment's `tracks`.
+    track: u8,
+    /// Index into that track's `chunks`.
+    chunk: u32,
+    /// Index into the builder's tracks.
+    builder_track: usize,
+}
+
+/// The builder's state before a push: enough to restore it exactly.
+#[derive(Debug, Clone)]
+struct Undo {
+    tl: Timeline,
+    /// One per track that existed before the push; later tracks are dropped.
+    tracks: Vec<TrackMark>,
+    stats: Vec<TrackStats>,
+    chunks: usize,
+}
+
+impl LayoutBuilder {
+    /// An empty builder: no segments, no tracks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the next segment (in playlist order).
+    ///
+    /// Errors with [`LayoutError::CodecChange`] when one of its tracks has another codec than the
+    /// output track it continues; the builder is then left exactly as it was (including what
+    /// [`LayoutBuilder::undo`] would take back). Cost: O(samples and chunks of this segment +
+    /// tracks + distinct sample entries of its tracks), never O(earlier segments).
+    pub fn push(&mut self, seg: SegmentInput) -> Result<(), LayoutError> {
+        let si = self.segments.len();
+        for (key, t) in seg.index.keyed_tracks() {
+            if let Some(b) = self.tracks.iter().find(|b| b.key == key)
+                && b.codec != t.config.codec
+            {
+                return Err(LayoutError::CodecChange { kind: key.0, from: b.codec, to: t.config.codec, segment: si });
             }
-            tl.add_segment(si as u32, seg, &mut tracks);
         }
-        tracks.retain(|t| !t.samples.is_empty());
-        if tracks.is_empty() {
-            return Err(LayoutError::Empty);
+        let undo = Undo {
+            tl: self.tl.clone(),
+            tracks: self.tracks.iter().map(Track::mark).collect(),
+            stats: self.stats.clone(),
+            chunks: self.chunks.len(),
+        };
+        for (key, t) in seg.index.keyed_tracks() {
+            if !self.tracks.iter().any(|b| b.key == key) {
+                self.tracks.push(Track::new(key, t));
+                self.stats.push(TrackStats::default());
+            }
         }
-        tracks.sort_by_key(|t| t.key);
+        self.tl.add_segment(si as u32, &seg, &mut self.tracks);
+        for (st, t) in self.stats.iter_mut().zip(&self.tracks) {
+            st.update(t);
+        }
+        // Output chunk order: segment order, then the segment's tracks in order (video first).
+        for (ti, (key, t)) in seg.index.keyed_tracks().enumerate() {
+            let b = self.tracks.iter().position(|b| b.key == key).expect("registered");
+            for (ci, c) in t.chunks.iter().enumerate() {
+                self.chunks.push(PendingChunk {
+                    len_bytes: c.len_bytes,
+                    segment: si as u32,
+                    track: ti as u8,
+                    chunk: ci as u32,
+                    builder_track: b,
+                });
+                self.stats[b].payload += c.len_bytes;
+            }
+        }
+        self.segments.push(seg.index);
+        self.undo = Some(undo);
+        Ok(())
+    }
+
+    /// Takes back the segment added by the last successful [`LayoutBuilder::push`], restoring
+    /// exactly the state before it (summary, layout and what later pushes make of the timeline),
+    /// so that a caller whose storage of that segment failed can go on as if it never came.
+    ///
+    /// One level: returns `false`, changing nothing, when there is nothing to take back — no push
+    /// yet, or the last successful push was already taken back. A failed push changes nothing,
+    /// so an `undo` right after it takes back the last successful push before it (if that was not
+    /// taken back already). O(tracks + samples of that segment).
+    pub fn undo(&mut self) -> bool {
+        let Some(u) = self.undo.take() else { return false };
+        self.tl = u.tl;
+        self.tracks.truncate(u.tracks.len());
+        for (t, m) in self.tracks.iter_mut().zip(&u.tracks) {
+            t.rewind(m);
+        }
+        self.stats = u.stats;
+        self.chunks.truncate(u.chunks);
+        self.segments.pop();
+        true
+    }
+
+    /// Segments pushed.
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Whether no segment has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The figures of the file so far, equal to those of [`LayoutBuilder::layout`], in O(tracks)
+    /// time: box sizes follow from the running per-track counts and the last two samples of each
+    /// track (whose final duration [`Layout::build`] settles only at the end); no sample table is
+    /// walked and no `moov` is written.
+    ///
+    /// Errors with [`LayoutError::Empty`] when no track has samples.
+    pub fn summary(&self) -> Result<LayoutSummary, LayoutError> {
+        let plan = self.plan()?;
+        Ok(LayoutSummary {
+            len_bytes: plan.head_len + plan.payload,
+            head_len_bytes: plan.head_len,
+            movie_dur: plan.movie_dur,
+            codecs: codecs_of(plan.order.iter().map(|&b| &self.tracks[b])),
+        })
+    }
+
+    /// The complete layout of the segments so far, as [`Layout::build`] makes it. Writes the head:
+    /// O(file). Does not consume or change the builder: pushing can go on.
+    ///
+    /// Errors with [`LayoutError::Empty`] when no track has samples.
+    pub fn layout(&self) -> Result<Layout, LayoutError> {
+        let plan = self.plan()?;
+        let mut tracks: Vec<Track> = plan.order.iter().map(|&b| self.tracks[b].clone()).collect();
         let several = |kind| tracks.iter().filter(|t| t.kind == kind).count() > 1;
         let groups = [several(TrackKind::Video).then_some(2), several(TrackKind::Audio).then_some(1)];
         for i in 0..tracks.len() {
@@ -183,46 +363,39 @@ impl Layout {
             t.finish();
         }
 
-        // Output chunk order: segment order, then the segment's tracks in order (video first).
-        let mut chunks = Vec::new();
-        let mut payload = 0u64;
-        for (si, seg) in segments.iter().enumerate() {
-            for (ti, (key, t)) in seg.index.keyed_tracks().enumerate() {
-                let Some(out_track) = tracks.iter().position(|b| b.key == key) else { continue };
-                for (ci, c) in t.chunks.iter().enumerate() {
-                    chunks.push(OutChunk {
-                        out_start: payload,
-                        len_bytes: c.len_bytes,
-                        segment: si as u32,
-                        track: ti as u8,
-                        chunk: ci as u32,
-                        out_track: out_track as u8,
-                    });
-                    payload += c.len_bytes;
-                }
-            }
+        let mut out_track = vec![None; self.tracks.len()];
+        for (i, &b) in plan.order.iter().enumerate() {
+            out_track[b] = Some(i as u8);
         }
+        let mut chunks = Vec::with_capacity(self.chunks.len());
+        let mut payload = 0u64;
+        for c in &self.chunks {
+            let Some(out_track) = out_track[c.builder_track] else { continue };
+            chunks.push(OutChunk {
+                out_start: payload,
+                len_bytes: c.len_bytes,
+                segment: c.segment,
+                track: c.track,
+                chunk: c.chunk,
+                out_track,
+            });
+            payload += c.len_bytes;
+        }
+        debug_assert_eq!(payload, plan.payload);
 
         let ftyp = ftyp();
-        let mdat_hdr_len: u64 = if payload + 8 > u32::MAX as u64 { 16 } else { 8 };
-        let edits: Vec<Edit> = edits(&tracks);
-        let movie_dur = edits.iter().map(|e| e.empty + e.media_movie_dur).max().unwrap_or(0);
-        // The moov size does not depend on chunk offsets, only on stco vs co64.
-        let mut moov = write_moov(&tracks, &edits, movie_dur, false);
-        let co64 = (ftyp.len() + moov.buf.len()) as u64 + mdat_hdr_len + payload > u32::MAX as u64;
-        if co64 {
-            moov = write_moov(&tracks, &edits, movie_dur, true);
-        }
-        let base = (ftyp.len() + moov.buf.len()) as u64 + mdat_hdr_len;
+        let mut moov = write_moov(&tracks, &plan.edits, plan.movie_dur, plan.co64);
+        let base = (ftyp.len() + moov.buf.len()) as u64 + plan.mdat_header_len;
+        debug_assert_eq!(base, plan.head_len, "box sizes computed from counts disagree with the writers");
 
         // Patch chunk offsets into each track's stco/co64 table.
         let mut next_in_track = vec![0usize; tracks.len()];
         for c in &mut chunks {
             c.out_start += base;
             let ti = c.out_track as usize;
-            let pos = moov.chunk_offset_pos[ti] + next_in_track[ti] * if co64 { 8 } else { 4 };
+            let pos = moov.chunk_offset_pos[ti] + next_in_track[ti] * if plan.co64 { 8 } else { 4 };
             next_in_track[ti] += 1;
-            if co64 {
+            if plan.co64 {
                 moov.buf[pos..pos + 8].copy_from_slice(&c.out_start.to_be_bytes());
             } else {
                 moov.buf[pos..pos + 4].copy_from_slice(&(c.out_start as u32).to_be_bytes());
@@ -230,24 +403,180 @@ impl Layout {
         }
 
         let mut head = ftyp;
+        head.reserve_exact(moov.buf.len() + plan.mdat_header_len as usize);
         head.extend_from_slice(&moov.buf);
-        if mdat_hdr_len == 16 {
-            head.extend_from_slice(&1u32.to_be_bytes());
-            head.extend_from_slice(b"mdat");
-            head.extend_from_slice(&(payload + 16).to_be_bytes());
-        } else {
-            head.extend_from_slice(&((payload + 8) as u32).to_be_bytes());
-            head.extend_from_slice(b"mdat");
-        }
+        write_mdat_header(&mut head, payload);
         let len_bytes = head.len() as u64 + payload;
-        Ok(Layout {
-            head,
-            chunks,
-            len_bytes,
-            segments: segments.iter().map(|s| s.index.clone()).collect(),
-            tracks,
-            movie_dur,
-        })
+        Ok(Layout { head, chunks, len_bytes, segments: self.segments.clone(), tracks, movie_dur: plan.movie_dur })
+    }
+
+    /// The file's track order, edit lists and part sizes, from the running counts: O(tracks).
+    fn plan(&self) -> Result<Plan, LayoutError> {
+        let mut order: Vec<usize> = (0..self.tracks.len()).filter(|&b| !self.tracks[b].samples.is_empty()).collect();
+        if order.is_empty() {
+            return Err(LayoutError::Empty);
+        }
+        order.sort_by_key(|&b| self.tracks[b].key);
+        let totals: Vec<TrackTotals> = order.iter().map(|&b| self.stats[b].totals(&self.tracks[b])).collect();
+        let spans: Vec<Span> = totals.iter().map(|x| x.span).collect();
+        let edits = edits(&spans);
+        let movie_dur = edits.iter().map(|e| e.empty + e.media_movie_dur).max().unwrap_or(0);
+        let payload: u64 = order.iter().map(|&b| self.stats[b].payload).sum();
+        let mdat_header_len = mdat_header_len(payload);
+        let moov_len = |co64: bool| {
+            let traks = order.iter().zip(&totals).zip(&edits);
+            8 + mvhd_len(movie_dur) + traks.map(|((&b, x), e)| trak_len(self.tracks[b].kind, x, e, co64)).sum::<u64>()
+        };
+        // The moov size does not depend on chunk offsets, only on stco vs co64; co64 when the
+        // file with stco would pass 4 GiB.
+        let co64 = ftyp_len() + moov_len(false) + mdat_header_len + payload > u32::MAX as u64;
+        let head_len = ftyp_len() + moov_len(co64) + mdat_header_len;
+        Ok(Plan { order, edits, movie_dur, co64, payload, mdat_header_len, head_len })
+    }
+}
+
+/// What the file looks like, from the builder's counts alone.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// The file's tracks (those with samples) in file order (by key: video first), as indexes
+    /// into the builder's tracks.
+    order: Vec<usize>,
+    /// Per track of `order`.
+    edits: Vec<Edit>,
+    /// `mvhd` duration, [`MOVIE_TIMESCALE`] ticks.
+    movie_dur: u64,
+    /// 64-bit chunk offsets (§8.7.5): the file passes 4 GiB.
+    co64: bool,
+    /// Bytes of `mdat` payload.
+    payload: u64,
+    /// 8, or 16 with a 64-bit largesize (§4.2).
+    mdat_header_len: u64,
+    /// `ftyp` + `moov` + `mdat` header, bytes.
+    head_len: u64,
+}
+
+/// Running counts of one output track that decide the size of its boxes (ISO/IEC 14496-12
+/// §8.5–8.7) and its edit list (§8.6.6), updated sample by sample as segments come so that a
+/// summary never walks the samples again.
+///
+/// Durations are counted for every sample but the last (the *timed* samples): the last one's is
+/// provisional until the next segment of the track sets it, or [`Track::finish`] at the end. So
+/// the final figures are the timed counts plus the last sample with its final duration
+/// ([`TrackStats::totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TrackStats {
+    /// Samples counted: all of the track's.
+    samples: usize,
+    /// Samples whose duration is counted: all but the last.
+    timed: usize,
+    /// Runs of equal durations over the timed samples (`stts` entries, §8.6.1.2).
+    stts: RunCount<u32>,
+    /// Sum of the timed samples' durations, track timescale ticks.
+    timed_dur: u64,
+    /// Max over the timed samples of DTS + composition offset + duration (the end of its
+    /// presentation), track timescale ticks, DTS counted as [`Track::first_dts`] + the durations
+    /// before it; `None` while no sample is timed.
+    timed_pres_end: Option<i64>,
+    /// Runs of equal composition offsets over all samples (`ctts` entries, §8.6.1.3).
+    ctts: RunCount<i32>,
+    /// Some composition offset is not 0: `ctts` is written.
+    any_cts: bool,
+    /// Sync samples (`stss` entries when some sample is not sync, §8.6.2).
+    sync: u64,
+    /// Some sample's size differs from the first's: `stsz` has a table (§8.7.3.2).
+    sizes_differ: bool,
+    /// Runs of equal (samples per chunk, sample description index) (`stsc` entries, §8.7.4).
+    stsc: RunCount<(u32, u32)>,
+    /// Chunks counted ([`Track::chunks`]; `stco`/`co64` entries, §8.7.5).
+    chunks: usize,
+    /// Sample entries counted and their total size in bytes (`stsd`, §8.5.2).
+    entries: usize,
+    entries_len: u64,
+    /// Bytes of `mdat` payload of the track's chunks.
+    payload: u64,
+}
+
+/// Number of runs of equal values in a sequence, and its last value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RunCount<T> {
+    runs: u64,
+    last: Option<T>,
+}
+
+impl<T: PartialEq + Copy> RunCount<T> {
+    fn push(&mut self, v: T) {
+        if self.last != Some(v) {
+            self.runs += 1;
+            self.last = Some(v);
+        }
+    }
+}
+
+/// The final figures of one track, its last sample's duration settled.
+#[derive(Debug, Clone, Copy)]
+struct TrackTotals {
+    /// Sum of sample durations (the `mdhd` duration), track timescale ticks.
+    media_dur: u64,
+    span: Span,
+    stbl: StblCounts,
+}
+
+impl TrackStats {
+    /// Counts what `t` gained since the last call: O(new samples + new chunks + new entries).
+    fn update(&mut self, t: &Track) {
+        for s in &t.samples[self.samples..] {
+            self.ctts.push(s.cts);
+            self.any_cts |= s.cts != 0;
+            self.sync += s.sync as u64;
+            self.sizes_differ |= s.len != t.samples[0].len;
+        }
+        self.samples = t.samples.len();
+        // Every sample but the last now has its final duration.
+        let timed = self.samples.saturating_sub(1);
+        for s in &t.samples[self.timed..timed] {
+            let dts = t.first_dts + self.timed_dur as i64;
+            let end = dts + s.cts as i64 + s.dur as i64;
+            self.timed_pres_end = Some(self.timed_pres_end.map_or(end, |e| e.max(end)));
+            self.stts.push(s.dur);
+            self.timed_dur += s.dur as u64;
+        }
+        self.timed = timed;
+        for &c in &t.chunks[self.chunks..] {
+            self.stsc.push(c);
+        }
+        self.chunks = t.chunks.len();
+        self.entries_len += t.entries[self.entries..].iter().map(|e| e.len() as u64).sum::<u64>();
+        self.entries = t.entries.len();
+    }
+
+    /// The final figures of `t` (which has samples and whose changes are all counted), as if
+    /// [`Track::finish`] had run: O(1), reading only its last two samples.
+    fn totals(&self, t: &Track) -> TrackTotals {
+        let last = *t.samples.last().expect("a track with samples");
+        let last_dur = t.final_last_dur();
+        let dts = t.first_dts + self.timed_dur as i64;
+        let end = dts + last.cts as i64 + last_dur as i64;
+        TrackTotals {
+            media_dur: self.timed_dur + last_dur as u64,
+            span: Span {
+                timescale: t.timescale,
+                first_dts: t.first_dts,
+                min_pts: t.min_pts,
+                pres_end: self.timed_pres_end.map_or(end, |e| e.max(end)),
+            },
+            stbl: StblCounts {
+                entries: self.entries as u64,
+                entries_len: self.entries_len,
+                // The last duration continues the run of the timed ones or starts a new one.
+                stts_runs: self.stts.runs + (self.stts.last != Some(last_dur)) as u64,
+                ctts_runs: self.any_cts.then_some(self.ctts.runs),
+                stss: (self.sync < self.samples as u64).then_some(self.sync),
+                samples: self.samples as u64,
+                stsz_uniform: !self.sizes_differ,
+                stsc_runs: self.stsc.runs,
+                chunks: self.chunks as u64,
+            },
+        }
     }
 }
 
@@ -276,7 +605,7 @@ pub struct SegRun {
 }
 
 /// One output track: samples of all segments joined into one timeline.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Track {
     /// `(kind, n)`: the `n`-th track of its kind in each segment ([`SegmentIndex::keyed_tracks`]).
     pub key: (TrackKind, u8),
@@ -358,19 +687,76 @@ impl Track {
         }
     }
 
-    fn finish(&mut self) {
-        if !self.last_dur_known {
-            let d = self.nominal_dur();
-            if let Some(s) = self.samples.last_mut() {
-                s.dur = d;
-            }
+    /// The duration, in timescale ticks, that [`Track::finish`] gives the last sample: its own
+    /// when the source gave one, else [`Track::nominal_dur`].
+    fn final_last_dur(&self) -> u32 {
+        match self.samples.last() {
+            Some(s) if self.last_dur_known => s.dur,
+            _ => self.nominal_dur(),
         }
+    }
+
+    /// Settles the last sample's duration: the file ends here.
+    fn finish(&mut self) {
+        let d = self.final_last_dur();
+        if let Some(s) = self.samples.last_mut() {
+            s.dur = d;
+        }
+    }
+
+    /// What [`Timeline::add_segment`] may change, to put it back with [`Track::rewind`].
+    fn mark(&self) -> TrackMark {
+        TrackMark {
+            samples: self.samples.len(),
+            last_dur: self.samples.last().map(|s| s.dur),
+            entries: self.entries.len(),
+            chunks: self.chunks.len(),
+            runs: self.runs.len(),
+            first_dts: self.first_dts,
+            last_dts: self.last_dts,
+            last_src: self.last_src,
+            last_dur_known: self.last_dur_known,
+            min_pts: self.min_pts,
+        }
+    }
+
+    /// Puts the track back as it was at `m`: drops what came since, restores the last sample's
+    /// provisional duration. O(samples dropped).
+    fn rewind(&mut self, m: &TrackMark) {
+        self.samples.truncate(m.samples);
+        if let (Some(s), Some(d)) = (self.samples.last_mut(), m.last_dur) {
+            s.dur = d;
+        }
+        self.entries.truncate(m.entries);
+        self.chunks.truncate(m.chunks);
+        self.runs.truncate(m.runs);
+        self.first_dts = m.first_dts;
+        self.last_dts = m.last_dts;
+        self.last_src = m.last_src;
+        self.last_dur_known = m.last_dur_known;
+        self.min_pts = m.min_pts;
     }
 
     /// Sum of sample durations, timescale ticks.
     pub fn media_dur(&self) -> u64 {
         self.samples.iter().map(|s| s.dur as u64).sum()
     }
+}
+
+/// A [`Track`] as it was before a segment: its lengths and running values ([`Track::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TrackMark {
+    samples: usize,
+    /// Duration of the last sample, ticks (provisional, changed when the next segment comes).
+    last_dur: Option<u32>,
+    entries: usize,
+    chunks: usize,
+    runs: usize,
+    first_dts: i64,
+    last_dts: i64,
+    last_src: i64,
+    last_dur_known: bool,
+    min_pts: i64,
 }
 
 fn rescale(v: i64, from: u32, to: u32) -> i64 {
@@ -400,7 +786,7 @@ fn ts_delta_33(a: u64, b: u64) -> i64 {
 }
 
 /// Joins segments into one timeline (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Timeline {
     /// MPEG-TS: last segment origin and the accumulated offset of the current origin, 90 kHz.
     prev_origin: Option<u64>,
@@ -542,25 +928,46 @@ struct Edit {
     media_movie_dur: u64,
 }
 
+impl Edit {
+    /// Entries of the `elst`: an empty edit first when the track starts later than the movie.
+    fn entries(&self) -> u32 {
+        (self.empty > 0) as u32 + 1
+    }
+
+    /// Whether the `elst` needs version 1 (64-bit durations and media times, §8.6.6.2).
+    fn long(&self) -> bool {
+        self.empty > u32::MAX as u64 || self.media_movie_dur > u32::MAX as u64 || self.media_time > i32::MAX as i64
+    }
+}
+
+/// What the edit list of one track depends on; track timescale ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    /// Ticks per second of the other fields.
+    timescale: u32,
+    /// [`Track::first_dts`].
+    first_dts: i64,
+    /// [`Track::min_pts`].
+    min_pts: i64,
+    /// End of the last presented sample: max over samples of DTS + composition offset +
+    /// duration, the DTS counted from `first_dts` by durations.
+    pres_end: i64,
+}
+
 /// Aligns tracks: movie time 0 is the earliest first presentation time of any track; a track
 /// that starts later gets an empty edit; B-frame delay (first PTS > first DTS) is hidden by the
-/// media edit's `media_time`.
-fn edits(tracks: &[Track]) -> Vec<Edit> {
-    let start_ns: Vec<i128> = tracks.iter().map(|t| to_ns(t.first_dts.max(t.min_pts), t.timescale)).collect();
+/// media edit's `media_time`. One [`Edit`] per span, O(tracks).
+fn edits(spans: &[Span]) -> Vec<Edit> {
+    let start_ns: Vec<i128> = spans.iter().map(|t| to_ns(t.first_dts.max(t.min_pts), t.timescale)).collect();
     let movie_start = *start_ns.iter().min().expect("tracks");
-    tracks
+    spans
         .iter()
         .zip(&start_ns)
         .map(|(t, &s)| {
             let media_time = (t.min_pts - t.first_dts).max(0);
             // Presentation span: from the first presented instant to the end of the last
             // presented sample (PTS order), not the decode span.
-            let (mut dts, mut end) = (t.first_dts, i64::MIN);
-            for s in &t.samples {
-                end = end.max(dts + s.cts as i64 + s.dur as i64);
-                dts += s.dur as i64;
-            }
-            let media_dur = end - t.first_dts.max(t.min_pts);
+            let media_dur = t.pres_end - t.first_dts.max(t.min_pts);
             Edit {
                 empty: from_ns(s - movie_start, MOVIE_TIMESCALE).max(0) as u64,
                 media_time,
@@ -570,16 +977,42 @@ fn edits(tracks: &[Track]) -> Vec<Edit> {
         .collect()
 }
 
+/// Compatible brands of `ftyp` (§4.3).
+const FTYP_BRANDS: [&[u8; 4]; 4] = [b"isom", b"iso2", b"avc1", b"mp41"];
+
 fn ftyp() -> Vec<u8> {
-    let mut w = BoxWriter::with_capacity(32);
+    let mut w = BoxWriter::with_capacity(ftyp_len() as usize);
     w.start(b"ftyp");
     w.bytes(b"isom");
     w.u32(0x200);
-    for b in [b"isom", b"iso2", b"avc1", b"mp41"] {
+    for b in FTYP_BRANDS {
         w.bytes(b);
     }
     w.end();
     w.finish()
+}
+
+/// Size of [`ftyp`]'s box in bytes: header, major brand, minor version, compatible brands.
+fn ftyp_len() -> u64 {
+    8 + 4 + 4 + 4 * FTYP_BRANDS.len() as u64
+}
+
+/// Size in bytes of the `mdat` header (§8.1.1, §4.2) before `payload` bytes: 8, or 16 with a
+/// 64-bit largesize when the box passes 4 GiB − 1.
+fn mdat_header_len(payload: u64) -> u64 {
+    if payload + 8 > u32::MAX as u64 { 16 } else { 8 }
+}
+
+/// Appends the `mdat` header for `payload` bytes of payload ([`mdat_header_len`] bytes).
+fn write_mdat_header(out: &mut Vec<u8>, payload: u64) {
+    if mdat_header_len(payload) == 16 {
+        out.extend_from_slice(&1u32.to_be_bytes());
+        out.extend_from_slice(b"mdat");
+        out.extend_from_slice(&(payload + 16).to_be_bytes());
+    } else {
+        out.extend_from_slice(&((payload + 8) as u32).to_be_bytes());
+        out.extend_from_slice(b"mdat");
+    }
 }
 
 struct Moov {
@@ -605,12 +1038,36 @@ fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool)
     let tk_dur = e.empty + e.media_movie_dur;
     w.start(b"trak");
     write_tkhd(w, t, track_id, tk_dur);
+    write_edts(w, e);
+    w.start(b"mdia");
+    let media_dur = t.media_dur();
+    write_mdhd(w, t.timescale, media_dur, t.language);
+    write_hdlr(w, t.kind);
+    w.start(b"minf");
+    write_minf_header(w, t.kind);
+    let pos = write_stbl(w, t, co64);
+    w.end(); // minf
+    w.end(); // mdia
+    w.end(); // trak
+    pos
+}
 
+/// Size in bytes of the `trak` that [`write_trak`] writes for a track of `kind` with final
+/// figures `x` and edit list `e`: the sum of its boxes' sizes, each from its own `*_len`.
+fn trak_len(kind: TrackKind, x: &TrackTotals, e: &Edit, co64: bool) -> u64 {
+    let minf = 8 + minf_header_len(kind) + stbl_len(&x.stbl, co64);
+    let mdia = 8 + mdhd_len(x.media_dur) + hdlr_len(kind) + minf;
+    8 + tkhd_len(e.empty + e.media_movie_dur) + edts_len(e) + mdia
+}
+
+/// Writes `edts`/`elst` (ISO/IEC 14496-12 §8.6.5–8.6.6): an empty edit (media_time −1) when the
+/// track starts later than the movie, then the media edit; movie timescale durations, media
+/// timescale media_time; version 1 when a field needs 64 bits.
+fn write_edts(w: &mut BoxWriter, e: &Edit) {
     w.start(b"edts");
-    let entries = (e.empty > 0) as u32 + 1;
-    let long = e.empty > u32::MAX as u64 || e.media_movie_dur > u32::MAX as u64 || e.media_time > i32::MAX as i64;
+    let long = e.long();
     w.start_full(b"elst", long as u8, 0);
-    w.u32(entries);
+    w.u32(e.entries());
     let mut entry = |dur: u64, media_time: i64| {
         if long {
             w.u64(dur);
@@ -627,24 +1084,24 @@ fn write_trak(w: &mut BoxWriter, t: &Track, e: &Edit, track_id: u32, co64: bool)
     entry(e.media_movie_dur, e.media_time);
     w.end();
     w.end();
+}
 
-    w.start(b"mdia");
-    let media_dur = t.media_dur();
-    write_mdhd(w, t.timescale, media_dur, t.language);
-    write_hdlr(w, t.kind);
-    w.start(b"minf");
-    write_minf_header(w, t.kind);
-    let pos = write_stbl(w, t, co64);
-    w.end(); // minf
-    w.end(); // mdia
-    w.end(); // trak
-    pos
+/// Size of [`write_edts`]'s boxes in bytes: `edts` header, `elst` FullBox header and count, then
+/// per entry segment_duration and media_time (8 or 16 bytes) and media_rate (4).
+fn edts_len(e: &Edit) -> u64 {
+    let entry = if e.long() { 8 + 8 + 4 } else { 4 + 4 + 4 };
+    8 + 12 + 4 + e.entries() as u64 * entry
+}
+
+/// Whether a duration needs the version 1 (64-bit) form of `mvhd`/`tkhd`/`mdhd`.
+fn long_dur(dur: u64) -> bool {
+    dur > u32::MAX as u64
 }
 
 /// Writes `mvhd` (ISO/IEC 14496-12 §8.2.2; version 1 when `dur` needs 64 bits), timescale
 /// [`MOVIE_TIMESCALE`]; `dur` 0 means unknown (fragmented files).
 pub(super) fn write_mvhd(w: &mut BoxWriter, dur: u64, next_track_id: u32) {
-    let long = dur > u32::MAX as u64;
+    let long = long_dur(dur);
     w.start_full(b"mvhd", long as u8, 0);
     write_times(w, long, MOVIE_TIMESCALE, None, dur);
     w.u32(0x0001_0000); // rate 1.0
@@ -658,13 +1115,19 @@ pub(super) fn write_mvhd(w: &mut BoxWriter, dur: u64, next_track_id: u32) {
     w.end();
 }
 
+/// Size of [`write_mvhd`]'s box in bytes for duration `dur`: 108, or 120 in version 1. After the
+/// times: rate 4, volume 2, reserved 10, matrix 36, pre_defined 24, next_track_ID 4.
+fn mvhd_len(dur: u64) -> u64 {
+    12 + times_len(long_dur(dur), false) + 4 + 2 + 10 + 36 + 24 + 4
+}
+
 /// Writes `tkhd` (§8.3.2; in movie): duration `dur` in movie timescale ticks, the track's
 /// matrix and display size. A track alone of its kind is enabled with no alternate group; of
 /// several tracks of one kind (two audio languages) all share an alternate group (1 audio,
 /// 2 video) and only the first is enabled, so a player plays one at a time (as FFmpeg's
 /// `movenc` writes them).
 pub(super) fn write_tkhd(w: &mut BoxWriter, t: &Track, track_id: u32, dur: u64) {
-    let long = dur > u32::MAX as u64;
+    let long = long_dur(dur);
     w.start_full(b"tkhd", long as u8, if t.enabled { 3 } else { 2 }); // track_enabled | track_in_movie
     write_times(w, long, track_id, Some(0), dur);
     w.zeros(8);
@@ -680,15 +1143,28 @@ pub(super) fn write_tkhd(w: &mut BoxWriter, t: &Track, track_id: u32, dur: u64) 
     w.end();
 }
 
+/// Size of [`write_tkhd`]'s box in bytes for duration `dur` (movie timescale): 92, or 104 in
+/// version 1. After the times: reserved 8, layer, alternate_group, volume, reserved (2 each),
+/// matrix 36, width 4, height 4.
+fn tkhd_len(dur: u64) -> u64 {
+    12 + times_len(long_dur(dur), true) + 8 + 2 + 2 + 2 + 2 + 36 + 4 + 4
+}
+
 /// Writes `mdhd` (§8.4.2): `dur` in `timescale` ticks and the ISO 639-2/T `language`
 /// (`und` when it is not three lower-case letters).
 pub(super) fn write_mdhd(w: &mut BoxWriter, timescale: u32, dur: u64, language: [u8; 3]) {
-    let long = dur > u32::MAX as u64;
+    let long = long_dur(dur);
     w.start_full(b"mdhd", long as u8, 0);
     write_times(w, long, timescale, None, dur);
     w.u16(packed_language(language));
     w.u16(0);
     w.end();
+}
+
+/// Size of [`write_mdhd`]'s box in bytes for duration `dur` (media timescale): 32, or 44 in
+/// version 1. After the times: language 2, pre_defined 2.
+fn mdhd_len(dur: u64) -> u64 {
+    12 + times_len(long_dur(dur), false) + 2 + 2
 }
 
 /// `mdhd` language field: three 5-bit letters, each `c − 0x60` (§8.4.2.3).
@@ -714,18 +1190,35 @@ fn write_times(w: &mut BoxWriter, long: bool, id: u32, reserved: Option<u32>, du
     if long { w.u64(dur) } else { w.u32(dur as u32) }
 }
 
+/// Size of [`write_times`]'s fields in bytes.
+fn times_len(long: bool, reserved: bool) -> u64 {
+    let time = if long { 8 } else { 4 };
+    3 * time + 4 + if reserved { 4 } else { 0 }
+}
+
+/// `hdlr` handler_type and name (a null-terminated string) of a track of `kind`.
+fn handler(kind: TrackKind) -> (&'static [u8; 4], &'static [u8]) {
+    match kind {
+        TrackKind::Video => (b"vide", b"VideoHandler\0"),
+        TrackKind::Audio => (b"soun", b"SoundHandler\0"),
+    }
+}
+
 /// Writes `hdlr` (ISO/IEC 14496-12 §8.4.3) for a track of `kind`.
 pub(super) fn write_hdlr(w: &mut BoxWriter, kind: TrackKind) {
     w.start_full(b"hdlr", 0, 0);
     w.u32(0); // pre_defined
-    let (handler, name): (&[u8; 4], &[u8]) = match kind {
-        TrackKind::Video => (b"vide", b"VideoHandler\0"),
-        TrackKind::Audio => (b"soun", b"SoundHandler\0"),
-    };
+    let (handler, name) = handler(kind);
     w.bytes(handler);
     w.zeros(12);
     w.bytes(name);
     w.end();
+}
+
+/// Size of [`write_hdlr`]'s box in bytes: FullBox header, pre_defined 4, handler_type 4,
+/// reserved 12, name.
+fn hdlr_len(kind: TrackKind) -> u64 {
+    12 + 4 + 4 + 12 + handler(kind).1.len() as u64
 }
 
 /// Writes the first boxes of `minf`: `vmhd` or `smhd` (§12.1.2 / §12.2.2) and `dinf`/`dref`
@@ -750,6 +1243,16 @@ pub(super) fn write_minf_header(w: &mut BoxWriter, kind: TrackKind) {
     w.end();
     w.end();
     w.end();
+}
+
+/// Size of [`write_minf_header`]'s boxes in bytes: `vmhd` (graphicsmode + opcolor, 8) or `smhd`
+/// (balance + reserved, 4), then `dinf` holding `dref` (entry_count) with an empty `url `.
+fn minf_header_len(kind: TrackKind) -> u64 {
+    let media_header = match kind {
+        TrackKind::Video => 12 + 8,
+        TrackKind::Audio => 12 + 4,
+    };
+    media_header + 8 + (12 + 4 + 12)
 }
 
 /// Writes `stbl`; returns the offset of the first chunk offset entry.
@@ -833,6 +1336,47 @@ fn write_stbl(w: &mut BoxWriter, t: &Track, co64: bool) -> usize {
     pos
 }
 
+/// What decides the size of a track's `stbl` (ISO/IEC 14496-12 §8.5.1) as [`write_stbl`]
+/// writes it: counts of entries of each table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StblCounts {
+    /// `stsd` entries (§8.5.2) and their total size in bytes.
+    entries: u64,
+    entries_len: u64,
+    /// `stts` entries (§8.6.1.2): runs of equal durations.
+    stts_runs: u64,
+    /// `ctts` entries (§8.6.1.3): runs of equal composition offsets; `None` when every offset is
+    /// 0 (no box; the version, 1 for negative offsets, does not change the size).
+    ctts_runs: Option<u64>,
+    /// `stss` entries (§8.6.2): sync samples; `None` when every sample is sync (no box).
+    stss: Option<u64>,
+    /// Samples (`stsz` sample_count, §8.7.3.2).
+    samples: u64,
+    /// Every sample has the first one's size: `stsz` has no table.
+    stsz_uniform: bool,
+    /// `stsc` entries (§8.7.4): runs of equal (samples per chunk, sample description index).
+    stsc_runs: u64,
+    /// Chunks (`stco`/`co64` entries, §8.7.5).
+    chunks: u64,
+}
+
+/// Size in bytes of the `stbl` that [`write_stbl`] writes for a track with counts `c`. Each box
+/// is a FullBox header (12) and an entry count (4) — `stsz` has sample_size and sample_count
+/// (8) — then its entries: `stts`/`ctts` 8, `stss` 4, `stsz` 4 (when sizes differ), `stsc` 12,
+/// `stco` 4 or `co64` 8 bytes each.
+fn stbl_len(c: &StblCounts, co64: bool) -> u64 {
+    let table = |entries: u64, entry_len: u64| 12 + 4 + entries * entry_len;
+    let stsd = table(0, 0) + c.entries_len;
+    let stsz = 12 + 8 + if c.stsz_uniform { 0 } else { 4 * c.samples };
+    8 + stsd
+        + table(c.stts_runs, 8)
+        + c.ctts_runs.map_or(0, |n| table(n, 8))
+        + c.stss.map_or(0, |n| table(n, 4))
+        + stsz
+        + table(c.stsc_runs, 12)
+        + table(c.chunks, if co64 { 8 } else { 4 })
+}
+
 fn run_lengths<T: PartialEq + Copy>(it: impl Iterator<Item = T>) -> Vec<(u32, T)> {
     let mut out: Vec<(u32, T)> = Vec::new();
     for v in it {
@@ -849,6 +1393,185 @@ mod tests {
     use super::*;
     use crate::boxes::UNITY_MATRIX;
     use crate::index::{Chunk, Sample, TrackConfig, TrackIndex};
+
+    /// `Layout::build` as it was before [`LayoutBuilder`]: every segment through the timeline,
+    /// then the whole `moov` written (twice when it turns out to need `co64`), edit lists from a
+    /// walk over every sample ([`reference_edits`]). Kept verbatim as the reference that the
+    /// builder must match byte for byte.
+    fn reference_build(segments: &[SegmentInput]) -> Result<Layout, LayoutError> {
+        let mut tracks: Vec<Track> = Vec::new();
+        let mut tl = Timeline::default();
+        for (si, seg) in segments.iter().enumerate() {
+            for (key, t) in seg.index.keyed_tracks() {
+                match tracks.iter().find(|b| b.key == key) {
+                    Some(b) if b.codec != t.config.codec => {
+                        return Err(LayoutError::CodecChange {
+                            kind: key.0,
+                            from: b.codec,
+                            to: t.config.codec,
+                            segment: si,
+                        });
+                    }
+                    Some(_) => {}
+                    None => tracks.push(Track::new(key, t)),
+                }
+            }
+            tl.add_segment(si as u32, seg, &mut tracks);
+        }
+        tracks.retain(|t| !t.samples.is_empty());
+        if tracks.is_empty() {
+            return Err(LayoutError::Empty);
+        }
+        tracks.sort_by_key(|t| t.key);
+        let several = |kind| tracks.iter().filter(|t| t.kind == kind).count() > 1;
+        let groups = [several(TrackKind::Video).then_some(2), several(TrackKind::Audio).then_some(1)];
+        for i in 0..tracks.len() {
+            let first_of_kind = i == 0 || tracks[i - 1].kind != tracks[i].kind;
+            let t = &mut tracks[i];
+            t.alternate_group = groups[t.kind as usize].unwrap_or(0);
+            t.enabled = first_of_kind;
+            t.finish();
+        }
+
+        let mut chunks = Vec::new();
+        let mut payload = 0u64;
+        for (si, seg) in segments.iter().enumerate() {
+            for (ti, (key, t)) in seg.index.keyed_tracks().enumerate() {
+                let Some(out_track) = tracks.iter().position(|b| b.key == key) else { continue };
+                for (ci, c) in t.chunks.iter().enumerate() {
+                    chunks.push(OutChunk {
+                        out_start: payload,
+                        len_bytes: c.len_bytes,
+                        segment: si as u32,
+                        track: ti as u8,
+                        chunk: ci as u32,
+                        out_track: out_track as u8,
+                    });
+                    payload += c.len_bytes;
+                }
+            }
+        }
+
+        let ftyp = ftyp();
+        let mdat_hdr_len: u64 = if payload + 8 > u32::MAX as u64 { 16 } else { 8 };
+        let edits: Vec<Edit> = reference_edits(&tracks);
+        let movie_dur = edits.iter().map(|e| e.empty + e.media_movie_dur).max().unwrap_or(0);
+        let mut moov = write_moov(&tracks, &edits, movie_dur, false);
+        let co64 = (ftyp.len() + moov.buf.len()) as u64 + mdat_hdr_len + payload > u32::MAX as u64;
+        if co64 {
+            moov = write_moov(&tracks, &edits, movie_dur, true);
+        }
+        let base = (ftyp.len() + moov.buf.len()) as u64 + mdat_hdr_len;
+
+        let mut next_in_track = vec![0usize; tracks.len()];
+        for c in &mut chunks {
+            c.out_start += base;
+            let ti = c.out_track as usize;
+            let pos = moov.chunk_offset_pos[ti] + next_in_track[ti] * if co64 { 8 } else { 4 };
+            next_in_track[ti] += 1;
+            if co64 {
+                moov.buf[pos..pos + 8].copy_from_slice(&c.out_start.to_be_bytes());
+            } else {
+                moov.buf[pos..pos + 4].copy_from_slice(&(c.out_start as u32).to_be_bytes());
+            }
+        }
+
+        let mut head = ftyp;
+        head.extend_from_slice(&moov.buf);
+        if mdat_hdr_len == 16 {
+            head.extend_from_slice(&1u32.to_be_bytes());
+            head.extend_from_slice(b"mdat");
+            head.extend_from_slice(&(payload + 16).to_be_bytes());
+        } else {
+            head.extend_from_slice(&((payload + 8) as u32).to_be_bytes());
+            head.extend_from_slice(b"mdat");
+        }
+        let len_bytes = head.len() as u64 + payload;
+        Ok(Layout {
+            head,
+            chunks,
+            len_bytes,
+            segments: segments.iter().map(|s| s.index.clone()).collect(),
+            tracks,
+            movie_dur,
+        })
+    }
+
+    /// The edit lists as they were computed before [`TrackStats`]: from a walk over every sample.
+    fn reference_edits(tracks: &[Track]) -> Vec<Edit> {
+        let start_ns: Vec<i128> = tracks.iter().map(|t| to_ns(t.first_dts.max(t.min_pts), t.timescale)).collect();
+        let movie_start = *start_ns.iter().min().expect("tracks");
+        tracks
+            .iter()
+            .zip(&start_ns)
+            .map(|(t, &s)| {
+                let media_time = (t.min_pts - t.first_dts).max(0);
+                let (mut dts, mut end) = (t.first_dts, i64::MIN);
+                for s in &t.samples {
+                    end = end.max(dts + s.cts as i64 + s.dur as i64);
+                    dts += s.dur as i64;
+                }
+                let media_dur = end - t.first_dts.max(t.min_pts);
+                Edit {
+                    empty: from_ns(s - movie_start, MOVIE_TIMESCALE).max(0) as u64,
+                    media_time,
+                    media_movie_dur: rescale(media_dur.max(0), t.timescale, MOVIE_TIMESCALE) as u64,
+                }
+            })
+            .collect()
+    }
+
+    /// Asserts that two layouts are the same file: head bytes, chunk map, length, duration,
+    /// tracks and segments.
+    #[track_caller]
+    fn assert_same_layout(a: &Layout, b: &Layout, what: &str) {
+        assert!(a.head == b.head, "{what}: heads differ ({} vs {} bytes)", a.head.len(), b.head.len());
+        assert!(a.chunks == b.chunks, "{what}: chunks differ");
+        assert_eq!(a.len_bytes, b.len_bytes, "{what}: len_bytes");
+        assert_eq!(a.movie_dur, b.movie_dur, "{what}: movie_dur");
+        assert!(a.tracks == b.tracks, "{what}: tracks differ");
+        assert_eq!(a.segments.len(), b.segments.len(), "{what}: segments");
+        assert!(a.segments.iter().zip(&b.segments).all(|(x, y)| Arc::ptr_eq(x, y)), "{what}: segments differ");
+    }
+
+    /// Asserts that a summary gives the figures of a layout.
+    #[track_caller]
+    fn assert_summary_of(s: &LayoutSummary, l: &Layout, what: &str) {
+        let expect = LayoutSummary {
+            len_bytes: l.len_bytes,
+            head_len_bytes: l.head.len() as u64,
+            movie_dur: l.movie_dur,
+            codecs: l.codecs(),
+        };
+        assert_eq!(*s, expect, "{what}");
+    }
+
+    /// Asserts that two builders are in the same state (all but what `undo` would take back).
+    #[track_caller]
+    fn assert_same_state(a: &LayoutBuilder, b: &LayoutBuilder, what: &str) {
+        assert_eq!(a.tl, b.tl, "{what}: timeline");
+        assert!(a.tracks == b.tracks, "{what}: tracks differ");
+        assert_eq!(a.stats, b.stats, "{what}: stats");
+        assert_eq!(a.chunks, b.chunks, "{what}: chunks");
+        assert_eq!(a.segments.len(), b.segments.len(), "{what}: segments");
+    }
+
+    /// Pushes `segs` one by one; after every push checks the summary and the layout against
+    /// [`reference_build`] of the prefix, then that an undo and the same push again change
+    /// nothing. Returns the layout of all of them.
+    fn built(segs: &[SegmentInput]) -> Layout {
+        let mut b = LayoutBuilder::new();
+        for (i, seg) in segs.iter().enumerate() {
+            b.push(seg.clone()).unwrap();
+            let what = format!("prefix of {}", i + 1);
+            let reference = reference_build(&segs[..=i]).unwrap();
+            assert_summary_of(&b.summary().unwrap(), &reference, &what);
+            assert_same_layout(&b.layout().unwrap(), &reference, &what);
+        }
+        let l = Layout::build(segs).unwrap();
+        assert_same_layout(&l, &b.layout().unwrap(), "Layout::build");
+        l
+    }
 
     /// A synthetic segment: `n` video samples of `len` bytes, 3000-tick (1/30 s) spacing from
     /// `dts0`, one chunk; plus AAC audio 1024-tick frames from `adts0` (48 kHz).
@@ -923,7 +1646,7 @@ mod tests {
 
     #[test]
     fn continuous_segments_keep_exact_durations() {
-        let l = Layout::build(&[seg(0, 60, 100, 0, None), seg(180_000, 60, 100, 96_000, None)]).unwrap();
+        let l = built(&[seg(0, 60, 100, 0, None), seg(180_000, 60, 100, 96_000, None)]);
         assert!(durations(&l).iter().all(|&d| d == 3000), "{:?}", durations(&l));
         assert_eq!(l.len_bytes, l.head.len() as u64 + l.chunks.iter().map(|c| c.len_bytes).sum::<u64>());
         assert_eq!(l.chunks[0].out_start, l.head.len() as u64);
@@ -932,12 +1655,11 @@ mod tests {
     #[test]
     fn restart_and_gap_are_joined_without_bad_durations() {
         // second segment restarts at 0 (discontinuity), third jumps 10 s ahead (gap)
-        let l = Layout::build(&[
+        let l = built(&[
             seg(900_000, 60, 100, 480_000, None),
             seg(0, 60, 100, 0, None),
             seg(180_000 + 900_000, 60, 100, 96_000 + 480_000, None),
-        ])
-        .unwrap();
+        ]);
         let d = durations(&l);
         assert_eq!(d.len(), 180);
         assert!(d.iter().all(|&d| (3000..=6000).contains(&d)), "{d:?}");
@@ -946,7 +1668,7 @@ mod tests {
     #[test]
     fn pts_wrap_between_segments_is_continuous() {
         let wrap = 1u64 << 33;
-        let l = Layout::build(&[seg(0, 60, 100, 0, Some(wrap - 90_000)), seg(0, 60, 100, 0, Some(90_000))]).unwrap();
+        let l = built(&[seg(0, 60, 100, 0, Some(wrap - 90_000)), seg(0, 60, 100, 0, Some(90_000))]);
         assert!(durations(&l).iter().all(|&d| d == 3000));
     }
 
@@ -954,7 +1676,37 @@ mod tests {
     fn co64_and_largesize_past_4_gib() {
         // 2000 segments of 60 samples × 40 000 bytes = 4.8 GB of payload.
         let segs: Vec<_> = (0..2000).map(|i| seg(i * 180_000, 60, 40_000, i * 96_000, None)).collect();
+        // Through the builder: where the file passes 4 GiB (stco → co64) and where the mdat
+        // passes 4 GiB (largesize), the summary's arithmetic is checked against the written
+        // head on both sides of the switch (the side before by undoing the push).
+        let mut b = LayoutBuilder::new();
+        let switches =
+            |s: &LayoutSummary| (s.len_bytes > u32::MAX as u64, s.len_bytes - s.head_len_bytes + 8 > u32::MAX as u64);
+        let mut prev: Option<LayoutSummary> = None;
+        let mut checked = 0;
+        for (i, s) in segs.iter().enumerate() {
+            b.push(s.clone()).unwrap();
+            let sum = b.summary().unwrap();
+            if let Some(p) = &prev
+                && switches(p) != switches(&sum)
+            {
+                assert!(b.undo());
+                assert_eq!(b.summary().unwrap(), *p);
+                let before = b.layout().unwrap();
+                assert_summary_of(p, &before, "before the switch");
+                assert_same_layout(&before, &reference_build(&segs[..i]).unwrap(), "before the switch");
+                b.push(s.clone()).unwrap();
+                let after = b.layout().unwrap();
+                assert_summary_of(&sum, &after, "after the switch");
+                assert_same_layout(&after, &reference_build(&segs[..=i]).unwrap(), "after the switch");
+                checked += 1;
+            }
+            prev = Some(sum);
+        }
+        assert!(checked >= 1);
         let l = Layout::build(&segs).unwrap();
+        assert_summary_of(&b.summary().unwrap(), &l, "2000 segments");
+        assert_same_layout(&l, &reference_build(&segs).unwrap(), "2000 segments");
         assert!(l.len_bytes > 1 << 32);
         let h = &l.head;
         assert!(h.windows(4).any(|w| w == b"co64"));
@@ -970,6 +1722,63 @@ mod tests {
         let expect = l.chunks.iter().rfind(|c| c.track == 0).unwrap().out_start;
         assert_eq!(last, expect);
         assert!(last > 1 << 32);
+    }
+
+    /// `s` with its video samples resized to `sizes` (one chunk, as many samples as sizes).
+    fn with_video_sizes(s: &SegmentInput, sizes: &[u32]) -> SegmentInput {
+        let mut idx = (*s.index).clone();
+        let v = &mut idx.tracks[0];
+        v.samples.truncate(sizes.len());
+        for (x, &len) in v.samples.iter_mut().zip(sizes) {
+            x.len_bytes = len;
+        }
+        v.chunks[0].samples = sizes.len() as u32;
+        v.chunks[0].len_bytes = sizes.iter().map(|&l| l as u64).sum();
+        SegmentInput { index: Arc::new(idx), join_before: s.join_before }
+    }
+
+    /// The `stco`/`co64` and `mdat` size switches at their exact boundaries: a file of exactly
+    /// 4 GiB − 1 bytes keeps `stco`, one byte more takes `co64` although its `mdat` still fits a
+    /// 32-bit size (so the head counts in the choice), and the `mdat` takes a largesize when it
+    /// passes 4 GiB − 1 itself. The last segment is retried at one position with `undo`.
+    #[test]
+    fn co64_and_largesize_switch_at_the_exact_boundaries() {
+        let mut segs: Vec<SegmentInput> = (0..1780).map(|i| seg(i * 180_000, 60, 40_000, i * 96_000, None)).collect();
+        let mut b = LayoutBuilder::new();
+        for s in &segs {
+            b.push(s.clone()).unwrap();
+        }
+        let last = seg(1780 * 180_000, 60, 0, 1780 * 96_000, None);
+        // Sizes of the last segment's video samples: the first one `a`, the others fixed; the
+        // head does not depend on `a` (the sizes differ either way: `stsz` has a table).
+        let sizes = |a: u32| std::iter::once(a).chain(std::iter::repeat_n(300_000, 59)).collect::<Vec<_>>();
+        b.push(with_video_sizes(&last, &sizes(1000))).unwrap();
+        let probe = b.summary().unwrap();
+        assert!(probe.len_bytes < u32::MAX as u64);
+        assert!(b.undo());
+        let rest = probe.len_bytes - 1000; // file length without the first sample's bytes
+        let stco_head = probe.head_len_bytes;
+        let u32_max = u32::MAX as u64;
+        let cases = [
+            (u32_max - rest, false, 8),                     // file = 4 GiB − 1
+            (u32_max - rest + 1, true, 8),                  // file = 4 GiB, mdat still fits 32 bits
+            (u32_max - rest + stco_head - 8, true, 8),      // mdat = 4 GiB − 1
+            (u32_max - rest + stco_head - 8 + 1, true, 16), // mdat = 4 GiB: largesize
+        ];
+        for (a, co64, mdat_header) in cases {
+            segs.push(with_video_sizes(&last, &sizes(a as u32)));
+            b.push(segs[1780].clone()).unwrap();
+            let s = b.summary().unwrap();
+            let l = b.layout().unwrap();
+            let what = format!("first sample {a} bytes, file {} bytes", s.len_bytes);
+            assert_summary_of(&s, &l, &what);
+            assert_same_layout(&l, &reference_build(&segs).unwrap(), &what);
+            segs.pop();
+            assert_eq!(l.head.windows(4).any(|w| w == b"co64"), co64, "{what}");
+            assert_eq!(l.head.windows(4).any(|w| w == b"stco"), !co64, "{what}");
+            assert_eq!(mdat_header_len(l.len_bytes - l.head.len() as u64), mdat_header, "{what}");
+            assert!(b.undo());
+        }
     }
 
     #[test]
@@ -1028,5 +1837,302 @@ mod tests {
         // One track of each kind: no alternate group, as before.
         let single = Layout::build(&[seg(0, 60, 100, 0, None)]).unwrap();
         assert_eq!(trak_fields(&single.head), [(3, 0, *b"und"), (3, 0, *b"und")]);
+    }
+
+    /// The segments of a fixture playlist as import reads them (`src/import.rs`): `.ts` indexed
+    /// with parameter sets carried from segment to segment, `.m4s` with their `EXT-X-MAP` init
+    /// segment; `join_before` from `#EXT-X-DISCONTINUITY`, or an `#EXT-X-GAP` or missing entry
+    /// before.
+    fn fixture_segments(dir: &std::path::Path) -> Vec<SegmentInput> {
+        let pl = crate::m3u8::parse(&std::fs::read(dir.join("index.m3u8")).unwrap()).unwrap();
+        let mut inits = std::collections::HashMap::new();
+        let mut carry = crate::index::ParamCarry::default();
+        let mut join_next = false;
+        let mut out = Vec::new();
+        for s in &pl.segments {
+            let Ok(data) = std::fs::read(dir.join(&s.uri)) else {
+                join_next = true;
+                continue;
+            };
+            if s.gap {
+                join_next = true;
+                continue;
+            }
+            let index = match &s.map_uri {
+                Some(map) => {
+                    let init = inits
+                        .entry(map.clone())
+                        .or_insert_with(|| crate::fmp4::parse_init(&std::fs::read(dir.join(map)).unwrap()).unwrap());
+                    crate::fmp4::index_segment(init, &data).unwrap()
+                }
+                None => crate::ts::index_segment_with(&data, &mut carry).unwrap().index,
+            };
+            out.push(SegmentInput { index: Arc::new(index), join_before: join_next || s.discontinuity });
+            join_next = false;
+        }
+        out
+    }
+
+    /// Every fixture playlist, every prefix: the builder's summary gives the figures of the
+    /// layout, and its layout is byte for byte [`reference_build`]'s and `Layout::build`'s;
+    /// undoing the push and pushing again change nothing.
+    #[test]
+    fn every_fixture_prefix_matches_the_reference() {
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sets"));
+        let mut dirs: Vec<_> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("index.m3u8").exists())
+            .collect();
+        dirs.sort();
+        assert!(dirs.len() >= 20, "{} fixture playlists", dirs.len());
+        let (mut playlists, mut checks) = (0, 0);
+        for dir in &dirs {
+            let name = dir.file_name().unwrap().to_string_lossy();
+            let segs = fixture_segments(dir);
+            assert!(!segs.is_empty(), "{name}");
+            let mut b = LayoutBuilder::new();
+            for i in 0..segs.len() {
+                let what = format!("{name}, prefix of {}", i + 1);
+                let before = (b.summary(), b.clone());
+                b.push(segs[i].clone()).unwrap();
+                let summary = b.summary().unwrap();
+                let layout = b.layout().unwrap();
+                let reference = reference_build(&segs[..=i]).unwrap();
+                assert_summary_of(&summary, &reference, &what);
+                assert_same_layout(&layout, &reference, &what);
+                assert_same_layout(&Layout::build(&segs[..=i]).unwrap(), &reference, &what);
+
+                assert!(b.undo(), "{what}");
+                assert!(!b.undo(), "{what}: one level");
+                assert_eq!(b.summary(), before.0, "{what}: undone");
+                assert_same_state(&b, &before.1, &format!("{what}: undone"));
+                b.push(segs[i].clone()).unwrap();
+                assert_eq!(b.summary().unwrap(), summary, "{what}: pushed again");
+                assert_same_layout(&b.layout().unwrap(), &layout, &format!("{what}: pushed again"));
+                checks += 1;
+            }
+            playlists += 1;
+        }
+        eprintln!("{checks} (playlist, prefix) checks over {playlists} playlists");
+    }
+
+    /// A copy of `s` whose first video track has another codec.
+    fn with_h265_video(s: &SegmentInput) -> SegmentInput {
+        let mut idx = (*s.index).clone();
+        idx.tracks[0].config.codec = Codec::H265;
+        SegmentInput { index: Arc::new(idx), join_before: s.join_before }
+    }
+
+    /// Undo takes back exactly the last successful push, one level deep; a failed push (codec
+    /// change) changes nothing, so an undo after it takes back the push before it.
+    #[test]
+    fn undo_restores_the_state_before_the_push() {
+        let (a, b_seg, c) = (seg(0, 60, 100, 0, None), seg(180_000, 60, 100, 96_000, None), seg(0, 30, 90, 0, None));
+        let mut b = LayoutBuilder::new();
+        assert!(!b.undo(), "nothing pushed");
+        assert_eq!(b.summary(), Err(LayoutError::Empty));
+        b.push(a.clone()).unwrap();
+        let (s1, l1, state1) = (b.summary().unwrap(), b.layout().unwrap(), b.clone());
+
+        // Push, undo: as before; push again: as the first time.
+        b.push(b_seg.clone()).unwrap();
+        let (s2, l2) = (b.summary().unwrap(), b.layout().unwrap());
+        assert!(b.undo());
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.summary().unwrap(), s1);
+        assert_same_layout(&b.layout().unwrap(), &l1, "undone");
+        assert_same_state(&b, &state1, "undone");
+        assert!(!b.undo(), "one level");
+        assert_eq!(b.len(), 1);
+        b.push(b_seg.clone()).unwrap();
+        assert_eq!(b.summary().unwrap(), s2);
+        assert_same_layout(&b.layout().unwrap(), &l2, "pushed again");
+
+        // A failed push leaves everything as it was, what undo takes back included.
+        let state2 = b.clone();
+        let err = b.push(with_h265_video(&c)).unwrap_err();
+        assert_eq!(
+            err,
+            LayoutError::CodecChange { kind: TrackKind::Video, from: Codec::H264, to: Codec::H265, segment: 2 }
+        );
+        assert_eq!(b.len(), 2);
+        assert_same_state(&b, &state2, "failed push");
+        assert_eq!(b.summary().unwrap(), s2);
+        assert!(b.undo(), "takes back the last successful push");
+        assert_eq!(b.summary().unwrap(), s1);
+        assert_same_state(&b, &state1, "undone after a failed push");
+        // After an undo, a failed push leaves nothing to take back.
+        assert!(b.push(with_h265_video(&c)).is_err());
+        assert!(!b.undo());
+        assert_eq!(b.summary().unwrap(), s1);
+
+        // Undoing the first push leaves an empty builder, with no track left.
+        let mut first = LayoutBuilder::new();
+        first.push(a).unwrap();
+        assert!(first.undo());
+        assert!(first.is_empty() && first.tracks.is_empty());
+        assert_eq!(first.summary(), Err(LayoutError::Empty));
+        assert_eq!(Layout::build(&[]).unwrap_err(), LayoutError::Empty);
+    }
+
+    /// A copy of `s` with only the tracks `keep` says yes to; `empty` tracks lose their samples
+    /// and chunks but stay (a segment where a stream sends nothing).
+    fn reshaped(
+        s: &SegmentInput,
+        keep: impl Fn(&TrackIndex) -> bool,
+        empty: impl Fn(&TrackIndex) -> bool,
+    ) -> SegmentInput {
+        let mut idx = (*s.index).clone();
+        idx.tracks.retain(|t| keep(t));
+        for t in idx.tracks.iter_mut().filter(|t| empty(t)) {
+            t.samples.clear();
+            t.chunks.clear();
+        }
+        SegmentInput { index: Arc::new(idx), join_before: s.join_before }
+    }
+
+    /// Tracks that have no samples yet, appear later or have no samples in some segment: the
+    /// builder's track order (first seen) is not the file's (by key), and a layout with no
+    /// samples yet is `Empty`.
+    #[test]
+    fn tracks_appearing_late_or_empty() {
+        let is_video = |t: &TrackIndex| t.kind() == TrackKind::Video;
+        let base = |i: i64| seg(i * 180_000, 60, 100 + i as u32, i * 96_000, None);
+        let segs = [
+            reshaped(&base(0), |_| true, |_| true),          // both tracks, no samples
+            reshaped(&base(1), |t| !is_video(t), |_| false), // audio only
+            base(2),
+            reshaped(&base(3), |_| true, |t| is_video(t)), // video track without samples
+            base(4),
+        ];
+        let mut b = LayoutBuilder::new();
+        b.push(segs[0].clone()).unwrap();
+        assert_eq!(b.summary(), Err(LayoutError::Empty));
+        assert_eq!(b.layout().unwrap_err(), LayoutError::Empty);
+        assert_eq!(reference_build(&segs[..1]).unwrap_err(), LayoutError::Empty);
+        built(&segs[1..]);
+        // From the empty start too.
+        for i in 1..segs.len() {
+            b.push(segs[i].clone()).unwrap();
+            let reference = reference_build(&segs[..=i]).unwrap();
+            assert_summary_of(&b.summary().unwrap(), &reference, &format!("prefix of {}", i + 1));
+            assert_same_layout(&b.layout().unwrap(), &reference, &format!("prefix of {}", i + 1));
+        }
+        // The audio track was seen first, yet the video track leads the file.
+        let l = b.layout().unwrap();
+        assert_eq!(l.tracks.iter().map(|t| t.key).collect::<Vec<_>>(), [(TrackKind::Video, 0), (TrackKind::Audio, 0)]);
+    }
+
+    /// `summary` costs O(tracks), not O(samples): it reads the running counts and each track's
+    /// last two samples, nothing else. Shown by hollowing out a copy of a 2000-segment builder
+    /// — every sample but the last two of each track, every chunk and segment gone — and getting
+    /// the same summary from it, every 25 pushes. (`push` is O(its segment) by construction:
+    /// [`TrackStats::update`] starts where the last call stopped, [`Timeline::add_segment`]
+    /// walks only the new segment's samples.)
+    #[test]
+    fn summary_never_reads_earlier_samples() {
+        let hollow = |b: &LayoutBuilder| {
+            let mut h = b.clone();
+            for t in &mut h.tracks {
+                let n = t.samples.len();
+                t.samples.drain(..n.saturating_sub(2));
+                t.chunks.clear();
+                t.runs.clear();
+            }
+            h.chunks.clear();
+            h.segments.clear();
+            h
+        };
+        let mut b = LayoutBuilder::new();
+        for i in 0..2000 {
+            b.push(seg(i * 180_000, 60, 100, i * 96_000, None)).unwrap();
+            let s = b.summary().unwrap();
+            // (Hollowing copies the builder: O(file), so not after every push.)
+            if i % 25 == 0 || i == 1999 {
+                assert_eq!(hollow(&b).summary().unwrap(), s, "after {} segments", i + 1);
+            }
+            // The running counts cover every sample but the last of each track.
+            for (st, t) in b.stats.iter().zip(&b.tracks) {
+                assert_eq!((st.samples, st.timed, st.chunks), (t.samples.len(), t.samples.len() - 1, t.chunks.len()));
+            }
+        }
+        assert_summary_of(&b.summary().unwrap(), &b.layout().unwrap(), "2000 segments");
+    }
+
+    /// [`StblCounts`] of a finished track, counted the slow way: a walk over its samples.
+    fn scanned_counts(t: &Track) -> StblCounts {
+        let n = t.samples.len() as u64;
+        StblCounts {
+            entries: t.entries.len() as u64,
+            entries_len: t.entries.iter().map(|e| e.len() as u64).sum(),
+            stts_runs: run_lengths(t.samples.iter().map(|s| s.dur)).len() as u64,
+            ctts_runs: t
+                .samples
+                .iter()
+                .any(|s| s.cts != 0)
+                .then(|| run_lengths(t.samples.iter().map(|s| s.cts)).len() as u64),
+            stss: t.samples.iter().any(|s| !s.sync).then(|| t.samples.iter().filter(|s| s.sync).count() as u64),
+            samples: n,
+            stsz_uniform: t.samples.iter().all(|s| s.len == t.samples[0].len),
+            stsc_runs: run_lengths(t.chunks.iter().copied()).len() as u64,
+            chunks: t.chunks.len() as u64,
+        }
+    }
+
+    /// The `*_len` functions agree with the writers they stand beside, for both versions of
+    /// every box whose size depends on one, and the running counts agree with a walk over the
+    /// samples.
+    #[test]
+    fn box_lengths_match_the_writers() {
+        let written = |f: &dyn Fn(&mut BoxWriter)| {
+            let mut w = BoxWriter::new();
+            f(&mut w);
+            w.buf.len() as u64
+        };
+        assert_eq!(ftyp().len() as u64, ftyp_len());
+        for payload in [0, u32::MAX as u64 - 8, u32::MAX as u64 - 7, 5 << 30] {
+            let mut h = Vec::new();
+            write_mdat_header(&mut h, payload);
+            assert_eq!(h.len() as u64, mdat_header_len(payload), "mdat header for {payload}");
+        }
+        let b = built(&[seg(0, 60, 100, 0, None)]);
+        let t = &b.tracks[0];
+        for dur in [0, u32::MAX as u64, u32::MAX as u64 + 1] {
+            assert_eq!(written(&|w| write_mvhd(w, dur, 3)), mvhd_len(dur), "mvhd {dur}");
+            assert_eq!(written(&|w| write_tkhd(w, t, 1, dur)), tkhd_len(dur), "tkhd {dur}");
+            assert_eq!(written(&|w| write_mdhd(w, 90_000, dur, *b"und")), mdhd_len(dur), "mdhd {dur}");
+        }
+        assert_eq!((mvhd_len(0), tkhd_len(0), mdhd_len(0)), (108, 92, 32));
+        for kind in [TrackKind::Video, TrackKind::Audio] {
+            assert_eq!(written(&|w| write_hdlr(w, kind)), hdlr_len(kind), "{kind:?}");
+            assert_eq!(written(&|w| write_minf_header(w, kind)), minf_header_len(kind), "{kind:?}");
+        }
+        let big = u32::MAX as u64 + 1;
+        for (empty, media_time, media_movie_dur) in [(0, 0, 9), (5, 3000, 9), (big, 0, 9), (0, 1 << 31, 9), (5, 0, big)]
+        {
+            let e = Edit { empty, media_time, media_movie_dur };
+            assert_eq!(written(&|w| write_edts(w, &e)), edts_len(&e), "{e:?}");
+        }
+
+        // stbl: counts kept by the builder == counts from a walk; size == written size.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sets/r07_h264_high_bframes_vfr_ts");
+        let mut sets = vec![fixture_segments(std::path::Path::new(dir))];
+        sets.push(vec![seg(0, 60, 100, 0, None), seg(0, 60, 120, 0, None)]);
+        for segs in sets {
+            let mut bl = LayoutBuilder::new();
+            for s in segs {
+                bl.push(s).unwrap();
+            }
+            for (st, t) in bl.stats.iter().zip(&bl.tracks) {
+                let counts = st.totals(t).stbl;
+                let mut finished = t.clone();
+                finished.finish();
+                assert_eq!(counts, scanned_counts(&finished));
+                for co64 in [false, true] {
+                    assert_eq!(written(&|w| _ = write_stbl(w, &finished, co64)), stbl_len(&counts, co64));
+                }
+            }
+        }
     }
 }
