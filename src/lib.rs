@@ -6,26 +6,27 @@
 //! length, ETag and `moov` are known from the catalog alone; its bytes are produced on request,
 //! transmuxed (never re-encoded) from exactly the segments a byte range touches.
 //!
-//! - [`format`]: the sans-IO core (demux, sample index, MP4 layout); no tokio, SQL or files.
+//! Layers, dependencies pointing one way (ARCHITECTURE.md has the rule and the invariants):
+//!
+//! - [`format`] (the `jitmux-format` crate): the sans-IO core; demux, sample index, MP4 layout.
+//! - [`model`]: ids, tree paths, share modes, object keys, the ETag.
 //! - [`catalog`]: users, tokens, cameras, recordings, segment indexes (SQLite or PostgreSQL).
-//! - [`store`]: the object store trait and the local-directory implementation.
+//! - [`store`]: the object store trait; local directory, scoped and counting stores.
+//! - [`media`]: files as recording ranges made into bytes (any range, the quasi-stream),
+//!   thumbnails; no HTTP.
+//! - [`ingest`]: live ingest from encoders; a state machine per broadcast plus its driver.
 //! - [`import`]: playlist → stored segments + catalog rows, all or nothing.
-//! - [`instance`]: per-user program instances: caches, limits, storage scoped to the user.
-//! - [`ingest`]: live ingest from encoders (ffmpeg HLS PUT) into growing live recordings.
-//! - [`share`]: signed URLs (HMAC-SHA256, rotating keys) for players and sharing.
-//! - [`service`], [`vfile`]: the HTTP API and the virtual MP4 entity served with `http-serve`.
-//! - [`web`], [`thumb`]: the web page (sessions, tree, player) and recording thumbnails.
+//! - [`share`]: signed URLs (HMAC-SHA256, rotating keys).
+//! - [`http`]: the HTTP API, the web page, metrics: the only layer that knows axum.
+//! - [`cli`]: the command line.
 
 pub mod catalog;
+pub mod cli;
 pub use jitmux_format as format;
+pub mod http;
 pub mod import;
 pub mod ingest;
-pub mod instance;
-pub mod openapi;
-pub mod ranges;
-pub mod service;
+pub mod media;
+pub mod model;
 pub mod share;
 pub mod store;
-pub mod thumb;
-pub mod vfile;
-pub mod web;

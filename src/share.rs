@@ -12,6 +12,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::model::{Mode, ShareModes};
+
 /// What a signed URL grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -21,9 +23,9 @@ pub struct Grant {
     pub path: String,
     /// Expiry, unix seconds.
     pub exp: i64,
-    /// Allowed modes, a subset of `file` (full MP4, with ranges) and `stream` (quasi-stream),
-    /// comma-separated in this order.
-    pub modes: String,
+    /// Allowed modes: `file` (full MP4, with ranges), `stream` (quasi-stream) or both; signed
+    /// in their canonical form (`file,stream`).
+    pub modes: ShareModes,
 }
 
 /// Why a signed URL is refused; each is answered 403 with its text.
@@ -37,46 +39,36 @@ pub enum ShareError {
     BadSignature,
     #[error("signed URL has expired")]
     Expired,
-    #[error("signed URL does not allow mode {0}")]
-    ModeNotAllowed(&'static str),
+    #[error("signed URL does not allow mode {}", .0.as_str())]
+    ModeNotAllowed(Mode),
 }
 
-fn mac(secret: &[u8], g: &Grant) -> Hmac<Sha256> {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+fn mac(secret: &[u8], g: &Grant) -> Result<Hmac<Sha256>, ShareError> {
+    // HMAC takes keys of any length (RFC 2104 §2); the error cannot happen.
+    let mut m = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| ShareError::UnknownKey)?;
     m.update(format!("jitmux-share-v1\n{}\n{}\n{}\n{}", g.user, g.path, g.exp, g.modes).as_bytes());
-    m
+    Ok(m)
 }
 
 /// The query string (without `?`) of a signed URL for `g`, signed with key `kid`.
-pub fn sign(kid: &str, secret: &[u8], g: &Grant) -> String {
-    let sig = hex::encode(mac(secret, g).finalize().into_bytes());
+pub fn sign(kid: &str, secret: &[u8], g: &Grant) -> Result<String, ShareError> {
+    let sig = hex::encode(mac(secret, g)?.finalize().into_bytes());
     let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-    format!("u={}&exp={}&modes={}&kid={}&sig={sig}", enc(&g.user), g.exp, enc(&g.modes), enc(kid))
+    Ok(format!("u={}&exp={}&modes={}&kid={}&sig={sig}", enc(&g.user), g.exp, enc(&g.modes.to_string()), enc(kid)))
 }
 
-/// Checks `sig_hex` over `g` (constant time), then the expiry against `now_s` and `mode`
-/// (`"file"` or `"stream"`) against the grant.
-pub fn verify(secret: &[u8], g: &Grant, sig_hex: &str, now_s: i64, mode: &'static str) -> Result<(), ShareError> {
+/// Checks `sig_hex` over `g` (constant time), then the expiry against `now_s` (unix seconds)
+/// and `mode` against the grant.
+pub fn verify(secret: &[u8], g: &Grant, sig_hex: &str, now_s: i64, mode: Mode) -> Result<(), ShareError> {
     let sig = hex::decode(sig_hex).map_err(|_| ShareError::BadSignature)?;
-    mac(secret, g).verify_slice(&sig).map_err(|_| ShareError::BadSignature)?;
+    mac(secret, g)?.verify_slice(&sig).map_err(|_| ShareError::BadSignature)?;
     if g.exp < now_s {
         return Err(ShareError::Expired);
     }
-    if !g.modes.split(',').any(|m| m == mode) {
+    if !g.modes.allows(mode) {
         return Err(ShareError::ModeNotAllowed(mode));
     }
     Ok(())
-}
-
-/// Normalises a list of modes (`file`, `stream`, comma-separated) into canonical order; `None`
-/// if it is empty or names anything else.
-pub fn canonical_modes(modes: &str) -> Option<String> {
-    let list: Vec<&str> = modes.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
-    if list.is_empty() || list.iter().any(|m| *m != "file" && *m != "stream") {
-        return None;
-    }
-    let out: Vec<&str> = ["file", "stream"].into_iter().filter(|m| list.contains(m)).collect();
-    Some(out.join(","))
 }
 
 /// Parses a duration like `90`, `90s`, `15m`, `1h`, `7d` into seconds.
@@ -106,7 +98,7 @@ mod tests {
             user: "alice".into(),
             path: "/front/2026-03-01/10-00-00.mp4".into(),
             exp: 2_000_000_000,
-            modes: "file".into(),
+            modes: ShareModes::parse("file").unwrap(),
         }
     }
 
@@ -117,29 +109,25 @@ mod tests {
     #[test]
     fn signature_binds_every_field() {
         let g = grant();
-        let sig = sig_of(&sign("k1", b"secret", &g));
-        assert_eq!(verify(b"secret", &g, &sig, 1_000, "file"), Ok(()));
+        let sig = sig_of(&sign("k1", b"secret", &g).unwrap());
+        assert_eq!(verify(b"secret", &g, &sig, 1_000, Mode::File), Ok(()));
         let tampered = [
             Grant { user: "bob".into(), ..g.clone() },
             Grant { path: "/front/2026-03-01/10-00-01.mp4".into(), ..g.clone() },
             Grant { exp: g.exp + 1, ..g.clone() },
-            Grant { modes: "file,stream".into(), ..g.clone() },
+            Grant { modes: ShareModes::ALL, ..g.clone() },
         ];
         for t in tampered {
-            assert_eq!(verify(b"secret", &t, &sig, 1_000, "file"), Err(ShareError::BadSignature), "{t:?}");
+            assert_eq!(verify(b"secret", &t, &sig, 1_000, Mode::File), Err(ShareError::BadSignature), "{t:?}");
         }
-        assert_eq!(verify(b"other key", &g, &sig, 1_000, "file"), Err(ShareError::BadSignature));
-        assert_eq!(verify(b"secret", &g, "zz", 1_000, "file"), Err(ShareError::BadSignature));
-        assert_eq!(verify(b"secret", &g, &sig, g.exp + 1, "file"), Err(ShareError::Expired));
-        assert_eq!(verify(b"secret", &g, &sig, 1_000, "stream"), Err(ShareError::ModeNotAllowed("stream")));
+        assert_eq!(verify(b"other key", &g, &sig, 1_000, Mode::File), Err(ShareError::BadSignature));
+        assert_eq!(verify(b"secret", &g, "zz", 1_000, Mode::File), Err(ShareError::BadSignature));
+        assert_eq!(verify(b"secret", &g, &sig, g.exp + 1, Mode::File), Err(ShareError::Expired));
+        assert_eq!(verify(b"secret", &g, &sig, 1_000, Mode::Stream), Err(ShareError::ModeNotAllowed(Mode::Stream)));
     }
 
     #[test]
-    fn modes_and_durations() {
-        assert_eq!(canonical_modes("stream, file").as_deref(), Some("file,stream"));
-        assert_eq!(canonical_modes("stream").as_deref(), Some("stream"));
-        assert_eq!(canonical_modes(""), None);
-        assert_eq!(canonical_modes("file,admin"), None);
+    fn durations() {
         assert_eq!(parse_duration_s("1h"), Some(3600));
         assert_eq!(parse_duration_s("90"), Some(90));
         assert_eq!(parse_duration_s("7d"), Some(604_800));

@@ -22,7 +22,7 @@ async fn exercise(cat: &Catalog) {
     assert_eq!(cat.user_by_token(&t2).await.unwrap(), None, "revoked");
     let tokens = cat.list_tokens(user.id).await.unwrap();
     assert_eq!(
-        tokens.iter().map(|t| (t.0.as_str(), t.2.is_some())).collect::<Vec<_>>(),
+        tokens.iter().map(|t| (t.name.as_str(), t.revoked_ms.is_some())).collect::<Vec<_>>(),
         [("default", false), ("second", true)]
     );
 

@@ -8,7 +8,7 @@ use axum::body::Body;
 use http::Request;
 use http_body_util::BodyExt;
 use jitmux::catalog::Catalog;
-use jitmux::service::{AppState, app};
+use jitmux::http::{AppState, app};
 use jitmux::store::{LocalDirStore, ObjectStore};
 use tower::ServiceExt;
 
@@ -28,7 +28,7 @@ async fn serve_fixture(set: &str) -> Served {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().join("objects")).unwrap());
     let (_, token) = catalog.add_user("alice").await.unwrap();
     let playlist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sets").join(set).join("index.m3u8");
-    let start = jitmux::import::parse_rfc3339_ms("2026-03-01T10:00:00Z");
+    let start = jitmux::model::parse_rfc3339_ms("2026-03-01T10:00:00Z");
     let rec = jitmux::import::import_playlist(&catalog, store.as_ref(), "alice", "front", &playlist, start, None)
         .await
         .unwrap();
@@ -298,4 +298,15 @@ async fn files_name_themselves_and_directories_end_in_a_slash() {
     let r = s.send("GET", "/v1/files/front/2026-03-01/", &[("accept", "application/json".into())]).await;
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["entries"][0]["modified"], "2026-03-01T10:01:00Z");
+
+    // Every request is measured by route and status (the route, never the path).
+    let m = String::from_utf8(s.send("GET", "/metrics", &[]).await.body).unwrap();
+    let line = |prefix: &str| m.lines().find(|l| l.starts_with(prefix)).map(str::to_string);
+    let served = line("jitmux_http_requests_total{route=\"/v1/files/{*path}\",method=\"GET\",status=\"200\"}");
+    assert!(served.is_some(), "{m}");
+    assert!(line("jitmux_http_requests_total{route=\"/v1/files/{*path}\",method=\"GET\",status=\"308\"}").is_some());
+    assert!(line("jitmux_http_request_duration_seconds_bucket{route=\"/v1/files/{*path}\"").is_some(), "{m}");
+    assert!(line("jitmux_http_response_bytes_total{route=\"/v1/files/{*path}\"}").is_some(), "{m}");
+    assert!(line("jitmux_store_reads_total").is_some(), "{m}");
+    assert!(!m.contains("2026-03-01"), "paths are not labels");
 }

@@ -9,7 +9,7 @@ use axum::body::Body;
 use http::Request;
 use http_body_util::BodyExt;
 use jitmux::catalog::Catalog;
-use jitmux::service::{AppState, app};
+use jitmux::http::{AppState, app};
 use jitmux::store::{LocalDirStore, ObjectStore};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
@@ -56,7 +56,7 @@ async fn output_bytes_are_pinned() {
     for (set, ..) in PINNED {
         let playlist =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sets").join(set).join("index.m3u8");
-        let start = jitmux::import::parse_rfc3339_ms("2026-03-01T10:00:00Z");
+        let start = jitmux::model::parse_rfc3339_ms("2026-03-01T10:00:00Z");
         let rec =
             jitmux::import::import_playlist(&catalog, store.as_ref(), "p", set, &playlist, start, None).await.unwrap();
         paths.push(format!("/v1/files/{set}/{}/{}.mp4", rec.day, rec.name));

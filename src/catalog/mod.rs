@@ -1,48 +1,66 @@
-//! The catalog: users, tokens, cameras, recordings and their segments' sample indexes, in SQLite
-//! (embedded default, `<data-dir>/catalog.db`) or PostgreSQL (`postgres://…`), through one code
-//! path: `sqlx`'s `Any` driver with portable SQL (`$n` placeholders, `RETURNING`), and per-backend
-//! migrations under `migrations/{sqlite,postgres}` that differ only in identity and blob types.
+//! The catalog: users, tokens, web sessions, cameras, recordings and their segments' sample
+//! indexes, in SQLite (embedded default, `<data-dir>/catalog.db`) or PostgreSQL (`postgres://…`),
+//! through one code path: `sqlx`'s `Any` driver with portable SQL (`$n` placeholders,
+//! `RETURNING`), and per-backend migrations under `migrations/{sqlite,postgres}` that differ only
+//! in identity and blob types. Rows are read by column name ([`sqlx::FromRow`]).
 //!
-//! Times are unix milliseconds (`*_ms`); sizes are bytes (`len_bytes`).
+//! Times are unix milliseconds (`*_ms`); sizes are bytes (`*_bytes`).
+//!
+//! The reads every request makes (token, session, camera, recording, live recording, signing
+//! key) are single-flight ([`coalesce`]); the live recordings' changes this node commits are
+//! announced to its viewers ([`changes`]).
 
+mod changes;
+mod coalesce;
+
+use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Row};
+
+pub use changes::Changes;
+use coalesce::Coalesce;
+
+use crate::model::{CameraId, RecordingId, UserId, now_ms};
 
 /// Catalog errors.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// The database failed or is unreachable.
     #[error("catalog: {0}")]
     Sql(#[from] sqlx::Error),
     #[error("catalog migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported catalog URL {0:?}: use sqlite:PATH or postgres://…")]
     BadUrl(String),
+    /// The request conflicts with what is stored (a name already taken).
     #[error("{0}")]
     Conflict(String),
+    /// A stored value cannot be what it claims (a signing key that is not hex).
+    #[error("catalog holds a corrupt value: {0}")]
+    Corrupt(String),
 }
 
 type Result<T> = std::result::Result<T, CatalogError>;
 
 /// A user: the owner of a virtual file tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
 }
 
 /// A camera of a user; recordings hang under it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Camera {
-    pub id: i64,
-    pub user_id: i64,
+    pub id: CameraId,
+    pub user_id: UserId,
     pub name: String,
 }
 
 /// A recording: one `.mp4` in the tree at `<camera>/<day>/<name>.mp4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recording {
-    pub id: i64,
-    pub camera_id: i64,
+    pub id: RecordingId,
+    pub camera_id: CameraId,
     /// `YYYY-MM-DD`, UTC day of `start_ms`.
     pub day: String,
     /// File name without `.mp4`.
@@ -53,7 +71,7 @@ pub struct Recording {
     /// Size of the full MP4 as laid out by `format_version`.
     pub len_bytes: i64,
     /// Length of its head (`ftyp` + `moov` + `mdat` header), stored as the object
-    /// [`crate::vfile::head_key`] so that a first request needs no layout.
+    /// [`crate::model::keys::head`] so that a first request needs no layout (finished recordings).
     pub head_len_bytes: i64,
     /// Strong ETag value (without quotes) of the full MP4.
     pub etag: String,
@@ -75,9 +93,52 @@ pub struct Recording {
     pub skipped: String,
 }
 
+/// A `recordings` row as stored (`live` is a `BIGINT` 0/1 in both dialects).
+#[derive(sqlx::FromRow)]
+struct RecordingRow {
+    id: RecordingId,
+    camera_id: CameraId,
+    day: String,
+    name: String,
+    start_ms: i64,
+    duration_ms: i64,
+    len_bytes: i64,
+    head_len_bytes: i64,
+    etag: String,
+    format_version: i64,
+    updated_ms: i64,
+    live: i64,
+    codecs: String,
+    modified_ms: i64,
+    skipped: String,
+}
+
+impl From<RecordingRow> for Recording {
+    fn from(r: RecordingRow) -> Recording {
+        Recording {
+            id: r.id,
+            camera_id: r.camera_id,
+            day: r.day,
+            name: r.name,
+            start_ms: r.start_ms,
+            duration_ms: r.duration_ms,
+            len_bytes: r.len_bytes,
+            head_len_bytes: r.head_len_bytes,
+            etag: r.etag,
+            format_version: r.format_version,
+            updated_ms: r.updated_ms,
+            live: r.live != 0,
+            codecs: r.codecs,
+            modified_ms: r.modified_ms,
+            skipped: r.skipped,
+        }
+    }
+}
+
 /// One stored segment of a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
+    /// Position in the recording, from 0.
     pub seq: i64,
     /// URI of the segment in its playlist.
     pub source_name: String,
@@ -96,10 +157,40 @@ pub struct Segment {
     pub sample_index: Vec<u8>,
 }
 
+/// A `segments` row as stored (`join_before` is a `BIGINT` 0/1).
+#[derive(sqlx::FromRow)]
+struct SegmentRow {
+    seq: i64,
+    source_name: String,
+    object_key: String,
+    init_key: Option<String>,
+    sha256: String,
+    len_bytes: i64,
+    extinf_ms: i64,
+    join_before: i64,
+    sample_index: Vec<u8>,
+}
+
+impl From<SegmentRow> for Segment {
+    fn from(r: SegmentRow) -> Segment {
+        Segment {
+            seq: r.seq,
+            source_name: r.source_name,
+            object_key: r.object_key,
+            init_key: r.init_key,
+            sha256: r.sha256,
+            len_bytes: r.len_bytes,
+            extinf_ms: r.extinf_ms,
+            join_before: r.join_before != 0,
+            sample_index: r.sample_index,
+        }
+    }
+}
+
 /// A recording to insert, with its segments.
 #[derive(Debug, Clone)]
 pub struct NewRecording {
-    pub camera_id: i64,
+    pub camera_id: CameraId,
     pub day: String,
     /// Wanted name; `-2`, `-3`, … is appended when taken.
     pub name: String,
@@ -121,7 +212,7 @@ pub struct NewRecording {
 }
 
 /// A directory entry summary: a name and what is under it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DirSummary {
     pub name: String,
     /// Sum of the recordings' `len_bytes`.
@@ -131,44 +222,25 @@ pub struct DirSummary {
     pub modified_ms: i64,
 }
 
+/// An API token as listed (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub name: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
 /// A handle on the catalog database; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Catalog {
     pool: AnyPool,
     reads: std::sync::Arc<Reads>,
+    changes: std::sync::Arc<Changes>,
 }
 
-/// Concurrent identical reads share one query ("single flight"): when a thousand viewers open
-/// the same live link at once, the token, camera and recording are each read once, not a
-/// thousand times through a pool of a few connections. Nothing is cached past the query: a
-/// read that starts after another finished queries again, so a revoked token or a new segment
-/// is seen as soon as without sharing.
-struct Coalesce<K, V> {
-    inflight: std::sync::Mutex<std::collections::HashMap<K, std::sync::Arc<tokio::sync::OnceCell<V>>>>,
-}
-
-impl<K, V> Default for Coalesce<K, V> {
-    fn default() -> Self {
-        Coalesce { inflight: Default::default() }
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone, V: Clone> Coalesce<K, V> {
-    /// `query()`'s result, or that of the same query already in flight for `key`.
-    async fn run<F: std::future::Future<Output = Result<V>>>(&self, key: K, query: impl FnOnce() -> F) -> Result<V> {
-        let cell = self.inflight.lock().unwrap().entry(key.clone()).or_default().clone();
-        let out = cell.get_or_try_init(query).await.cloned();
-        let mut inflight = self.inflight.lock().unwrap();
-        if inflight.get(&key).is_some_and(|c| std::sync::Arc::ptr_eq(c, &cell)) {
-            inflight.remove(&key);
-        }
-        out
-    }
-}
-
-impl std::fmt::Debug for Reads {
+impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Reads")
+        f.write_str("Catalog")
     }
 }
 
@@ -177,23 +249,20 @@ impl std::fmt::Debug for Reads {
 struct Reads {
     user_by_token: Coalesce<String, Option<User>>,
     user_by_name: Coalesce<String, Option<User>>,
-    camera: Coalesce<(i64, String), Option<Camera>>,
-    recording: Coalesce<(i64, String, String), Option<Recording>>,
-    live_recording: Coalesce<i64, Option<Recording>>,
+    camera: Coalesce<(UserId, String), Option<Camera>>,
+    recording: Coalesce<(CameraId, String, String), Option<Recording>>,
+    live_recording: Coalesce<CameraId, Option<Recording>>,
     signing_key: Coalesce<String, Option<Vec<u8>>>,
     session: Coalesce<String, Option<(User, String)>>,
 }
 
-/// Current time, unix ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// Hex SHA-256 of an API token, the only form in which tokens are stored.
 pub fn token_hash(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    crate::model::sha256_hex(token.as_bytes())
 }
+
+const REC_SELECT: &str = "SELECT id, camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
+                          etag, format_version, updated_ms, live, codecs, modified_ms, skipped FROM recordings";
 
 impl Catalog {
     /// Opens (creating it if needed) the catalog at `url` (`sqlite:PATH`, `sqlite::memory:`,
@@ -226,7 +295,12 @@ impl Catalog {
         } else {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         }
-        Ok(Catalog { pool, reads: Default::default() })
+        Ok(Catalog { pool, reads: Default::default(), changes: Default::default() })
+    }
+
+    /// The change announcements of this node's live recordings ([`Changes`]).
+    pub fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     /// Creates user `name` and a first API token named `default`; returns the user and the token
@@ -237,12 +311,11 @@ impl Catalog {
         if exists.is_some() {
             return Err(CatalogError::Conflict(format!("user {name:?} already exists")));
         }
-        let id: i64 = sqlx::query("INSERT INTO users (name, created_ms) VALUES ($1, $2) RETURNING id")
+        let id: UserId = sqlx::query_scalar("INSERT INTO users (name, created_ms) VALUES ($1, $2) RETURNING id")
             .bind(name)
             .bind(now_ms())
             .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+            .await?;
         let token = new_token();
         sqlx::query("INSERT INTO tokens (user_id, name, token_sha256, created_ms) VALUES ($1, $2, $3, $4)")
             .bind(id)
@@ -255,11 +328,11 @@ impl Catalog {
         Ok((User { id, name: name.to_string() }, token))
     }
 
-    /// Adds an API token named `name` for `user_id`; returns the token (shown once).
-    pub async fn add_token(&self, user_id: i64, name: &str) -> Result<String> {
+    /// Adds an API token named `name` for `user`; returns the token (shown once).
+    pub async fn add_token(&self, user: UserId, name: &str) -> Result<String> {
         let token = new_token();
         sqlx::query("INSERT INTO tokens (user_id, name, token_sha256, created_ms) VALUES ($1, $2, $3, $4)")
-            .bind(user_id)
+            .bind(user)
             .bind(name)
             .bind(token_hash(&token))
             .bind(now_ms())
@@ -274,9 +347,8 @@ impl Catalog {
     }
 
     async fn user_by_name_query(&self, name: &str) -> Result<Option<User>> {
-        let row =
-            sqlx::query("SELECT id, name FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| User { id: r.get(0), name: r.get(1) }))
+        let q = sqlx::query_as("SELECT id, name FROM users WHERE name = $1").bind(name);
+        Ok(q.fetch_optional(&self.pool).await?)
     }
 
     /// The user owning the unrevoked API token `token`.
@@ -285,26 +357,24 @@ impl Catalog {
     }
 
     async fn user_by_token_query(&self, token: &str) -> Result<Option<User>> {
-        Ok(self.token_owner(token).await?.map(|(_, user)| user))
+        Ok(self.token_owner(token).await?.map(|o| o.user()))
     }
 
-    /// The id of the unrevoked API token `token` and the user owning it.
-    async fn token_owner(&self, token: &str) -> Result<Option<(i64, User)>> {
-        let row = sqlx::query(
-            "SELECT t.id, u.id, u.name FROM tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.token_sha256 = $1 AND t.revoked_ms IS NULL",
+    /// The unrevoked API token `token` and the user owning it.
+    async fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>> {
+        let q = sqlx::query_as(
+            "SELECT t.id AS token_id, u.id AS user_id, u.name AS user_name FROM tokens t \
+             JOIN users u ON u.id = t.user_id WHERE t.token_sha256 = $1 AND t.revoked_ms IS NULL",
         )
-        .bind(token_hash(token))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (r.get(0), User { id: r.get(1), name: r.get(2) })))
+        .bind(token_hash(token));
+        Ok(q.fetch_optional(&self.pool).await?)
     }
 
     /// Opens a web session for the unrevoked API token `token`, lasting `lifetime_ms`: returns the
     /// user, the session id (the cookie value; only its hash is stored) and the session's CSRF
     /// token, or `None` for an unknown or revoked token. Expired sessions are deleted on the way.
     pub async fn open_session(&self, token: &str, lifetime_ms: i64) -> Result<Option<(User, String, String)>> {
-        let Some((token_id, user)) = self.token_owner(token).await? else { return Ok(None) };
+        let Some(owner) = self.token_owner(token).await? else { return Ok(None) };
         let (id, csrf) = (new_token(), new_token());
         let now = now_ms();
         sqlx::query("DELETE FROM sessions WHERE expires_ms < $1").bind(now).execute(&self.pool).await?;
@@ -312,13 +382,13 @@ impl Catalog {
             "INSERT INTO sessions (id_sha256, token_id, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token_hash(&id))
-        .bind(token_id)
+        .bind(owner.token_id)
         .bind(&csrf)
         .bind(now)
         .bind(now + lifetime_ms)
         .execute(&self.pool)
         .await?;
-        Ok(Some((user, id, csrf)))
+        Ok(Some((owner.user(), id, csrf)))
     }
 
     /// The user and CSRF token of web session `id`, if it is open: not expired, not closed, and
@@ -328,16 +398,14 @@ impl Catalog {
     }
 
     async fn session_query(&self, id: &str) -> Result<Option<(User, String)>> {
-        let row = sqlx::query(
-            "SELECT u.id, u.name, s.csrf FROM sessions s JOIN tokens t ON t.id = s.token_id \
-             JOIN users u ON u.id = t.user_id \
+        let q = sqlx::query_as::<_, SessionRow>(
+            "SELECT u.id AS user_id, u.name AS user_name, s.csrf FROM sessions s \
+             JOIN tokens t ON t.id = s.token_id JOIN users u ON u.id = t.user_id \
              WHERE s.id_sha256 = $1 AND s.expires_ms > $2 AND t.revoked_ms IS NULL",
         )
         .bind(token_hash(id))
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (User { id: r.get(0), name: r.get(1) }, r.get(2))))
+        .bind(now_ms());
+        Ok(q.fetch_optional(&self.pool).await?.map(|r| (User { id: r.user_id, name: r.user_name }, r.csrf)))
     }
 
     /// Closes web session `id` (sign-out).
@@ -346,52 +414,47 @@ impl Catalog {
         Ok(())
     }
 
-    /// The camera `name` of `user_id`, created if missing.
-    pub async fn camera_get_or_create(&self, user_id: i64, name: &str) -> Result<Camera> {
-        if let Some(c) = self.camera(user_id, name).await? {
+    /// The camera `name` of `user`, created if missing.
+    pub async fn camera_get_or_create(&self, user: UserId, name: &str) -> Result<Camera> {
+        if let Some(c) = self.camera(user, name).await? {
             return Ok(c);
         }
-        let id: i64 = sqlx::query("INSERT INTO cameras (user_id, name, created_ms) VALUES ($1, $2, $3) RETURNING id")
-            .bind(user_id)
-            .bind(name)
-            .bind(now_ms())
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-        Ok(Camera { id, user_id, name: name.to_string() })
+        let id: CameraId =
+            sqlx::query_scalar("INSERT INTO cameras (user_id, name, created_ms) VALUES ($1, $2, $3) RETURNING id")
+                .bind(user)
+                .bind(name)
+                .bind(now_ms())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Camera { id, user_id: user, name: name.to_string() })
     }
 
-    /// The camera `name` of `user_id`.
-    pub async fn camera(&self, user_id: i64, name: &str) -> Result<Option<Camera>> {
-        self.reads.camera.run((user_id, name.to_string()), || self.camera_query(user_id, name)).await
+    /// The camera `name` of `user`.
+    pub async fn camera(&self, user: UserId, name: &str) -> Result<Option<Camera>> {
+        self.reads.camera.run((user, name.to_string()), || self.camera_query(user, name)).await
     }
 
-    async fn camera_query(&self, user_id: i64, name: &str) -> Result<Option<Camera>> {
-        let row = sqlx::query("SELECT id FROM cameras WHERE user_id = $1 AND name = $2")
-            .bind(user_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| Camera { id: r.get(0), user_id, name: name.to_string() }))
+    async fn camera_query(&self, user: UserId, name: &str) -> Result<Option<Camera>> {
+        let q = sqlx::query_as("SELECT id, user_id, name FROM cameras WHERE user_id = $1 AND name = $2")
+            .bind(user)
+            .bind(name);
+        Ok(q.fetch_optional(&self.pool).await?)
     }
 
     /// Inserts a recording and all its segments in one transaction (all or nothing), choosing a
     /// free name (`name`, `name-2`, …) in its day directory.
     pub async fn insert_recording(&self, r: &NewRecording) -> Result<Recording> {
         let mut tx = self.pool.begin().await?;
-        let taken: Vec<String> = sqlx::query("SELECT name FROM recordings WHERE camera_id = $1 AND day = $2")
+        let taken: Vec<String> = sqlx::query_scalar("SELECT name FROM recordings WHERE camera_id = $1 AND day = $2")
             .bind(r.camera_id)
             .bind(&r.day)
             .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+            .await?;
         let name = (1..)
             .map(|i| if i == 1 { r.name.clone() } else { format!("{}-{i}", r.name) })
             .find(|n| !taken.contains(n))
-            .expect("unbounded");
-        let id: i64 = sqlx::query(
+            .unwrap_or_else(|| unreachable!("an unbounded range always yields a free name"));
+        let id: RecordingId = sqlx::query_scalar(
             "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
              etag, format_version, updated_ms, live, codecs, modified_ms, skipped) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
@@ -411,8 +474,7 @@ impl Catalog {
         .bind(r.modified_ms)
         .bind(&r.skipped)
         .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        .await?;
         for s in &r.segments {
             insert_segment(&mut tx, id, s).await?;
         }
@@ -437,105 +499,79 @@ impl Catalog {
     }
 
     /// The user's cameras with totals, by name.
-    pub async fn list_cameras(&self, user_id: i64) -> Result<Vec<DirSummary>> {
-        let rows = sqlx::query(
-            "SELECT c.name, CAST(COALESCE(SUM(r.len_bytes), 0) AS BIGINT), CAST(COALESCE(SUM(r.duration_ms), 0) AS BIGINT), \
-             COALESCE(MAX(r.modified_ms), MAX(c.created_ms)) \
+    pub async fn list_cameras(&self, user: UserId) -> Result<Vec<DirSummary>> {
+        let q = sqlx::query_as(
+            "SELECT c.name AS name, CAST(COALESCE(SUM(r.len_bytes), 0) AS BIGINT) AS len_bytes, \
+             CAST(COALESCE(SUM(r.duration_ms), 0) AS BIGINT) AS duration_ms, \
+             COALESCE(MAX(r.modified_ms), MAX(c.created_ms)) AS modified_ms \
              FROM cameras c LEFT JOIN recordings r ON r.camera_id = c.id \
              WHERE c.user_id = $1 GROUP BY c.id, c.name ORDER BY c.name",
         )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(summary).collect())
+        .bind(user);
+        Ok(q.fetch_all(&self.pool).await?)
     }
 
     /// The camera's day directories with totals, by day.
-    pub async fn list_days(&self, camera_id: i64) -> Result<Vec<DirSummary>> {
-        let rows = sqlx::query(
-            "SELECT day, CAST(SUM(len_bytes) AS BIGINT), CAST(SUM(duration_ms) AS BIGINT), MAX(modified_ms) FROM recordings \
-             WHERE camera_id = $1 GROUP BY day ORDER BY day",
+    pub async fn list_days(&self, camera: CameraId) -> Result<Vec<DirSummary>> {
+        let q = sqlx::query_as(
+            "SELECT day AS name, CAST(SUM(len_bytes) AS BIGINT) AS len_bytes, \
+             CAST(SUM(duration_ms) AS BIGINT) AS duration_ms, MAX(modified_ms) AS modified_ms \
+             FROM recordings WHERE camera_id = $1 GROUP BY day ORDER BY day",
         )
-        .bind(camera_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(summary).collect())
+        .bind(camera);
+        Ok(q.fetch_all(&self.pool).await?)
     }
 
     /// The recordings of one camera and day, by start time then name.
-    pub async fn list_recordings(&self, camera_id: i64, day: &str) -> Result<Vec<Recording>> {
-        let rows = sqlx::query(&format!("{REC_SELECT} WHERE camera_id = $1 AND day = $2 ORDER BY start_ms, name"))
-            .bind(camera_id)
-            .bind(day)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(recording).collect())
+    pub async fn list_recordings(&self, camera: CameraId, day: &str) -> Result<Vec<Recording>> {
+        let sql = format!("{REC_SELECT} WHERE camera_id = $1 AND day = $2 ORDER BY start_ms, name");
+        let q = sqlx::query_as::<_, RecordingRow>(&sql).bind(camera).bind(day);
+        Ok(q.fetch_all(&self.pool).await?.into_iter().map(Recording::from).collect())
     }
 
     /// The recording at `<camera>/<day>/<name>.mp4`.
-    pub async fn recording(&self, camera_id: i64, day: &str, name: &str) -> Result<Option<Recording>> {
+    pub async fn recording(&self, camera: CameraId, day: &str, name: &str) -> Result<Option<Recording>> {
         self.reads
             .recording
-            .run((camera_id, day.to_string(), name.to_string()), || self.recording_query(camera_id, day, name))
+            .run((camera, day.to_string(), name.to_string()), || self.recording_query(camera, day, name))
             .await
     }
 
-    async fn recording_query(&self, camera_id: i64, day: &str, name: &str) -> Result<Option<Recording>> {
-        let row = sqlx::query(&format!("{REC_SELECT} WHERE camera_id = $1 AND day = $2 AND name = $3"))
-            .bind(camera_id)
-            .bind(day)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(recording))
+    async fn recording_query(&self, camera: CameraId, day: &str, name: &str) -> Result<Option<Recording>> {
+        let sql = format!("{REC_SELECT} WHERE camera_id = $1 AND day = $2 AND name = $3");
+        let q = sqlx::query_as::<_, RecordingRow>(&sql).bind(camera).bind(day).bind(name);
+        Ok(q.fetch_optional(&self.pool).await?.map(Recording::from))
     }
 
     /// Segments of a recording in playlist order.
-    pub async fn segments(&self, recording_id: i64) -> Result<Vec<Segment>> {
-        self.first_segments(recording_id, i64::MAX).await
+    pub async fn segments(&self, recording: RecordingId) -> Result<Vec<Segment>> {
+        self.first_segments(recording, i64::MAX).await
     }
 
     /// The first `n` segments of a recording in playlist order.
-    pub async fn first_segments(&self, recording_id: i64, n: i64) -> Result<Vec<Segment>> {
-        let rows = sqlx::query(
+    pub async fn first_segments(&self, recording: RecordingId, n: i64) -> Result<Vec<Segment>> {
+        let q = sqlx::query_as::<_, SegmentRow>(
             "SELECT seq, source_name, object_key, init_key, sha256, len_bytes, extinf_ms, join_before, \
              sample_index FROM segments WHERE recording_id = $1 ORDER BY seq LIMIT $2",
         )
-        .bind(recording_id)
-        .bind(n)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Segment {
-                seq: r.get(0),
-                source_name: r.get(1),
-                object_key: r.get(2),
-                init_key: r.get(3),
-                sha256: r.get(4),
-                len_bytes: r.get(5),
-                extinf_ms: r.get(6),
-                join_before: r.get::<i64, _>(7) != 0,
-                sample_index: r.get(8),
-            })
-            .collect())
+        .bind(recording)
+        .bind(n);
+        Ok(q.fetch_all(&self.pool).await?.into_iter().map(Segment::from).collect())
     }
 
-    /// API tokens of a user: (name, created_ms, revoked_ms), oldest first.
-    pub async fn list_tokens(&self, user_id: i64) -> Result<Vec<(String, i64, Option<i64>)>> {
-        let rows = sqlx::query("SELECT name, created_ms, revoked_ms FROM tokens WHERE user_id = $1 ORDER BY id")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    /// API tokens of a user, oldest first.
+    pub async fn list_tokens(&self, user: UserId) -> Result<Vec<TokenInfo>> {
+        let q =
+            sqlx::query_as("SELECT name, created_ms, revoked_ms FROM tokens WHERE user_id = $1 ORDER BY id").bind(user);
+        Ok(q.fetch_all(&self.pool).await?)
     }
 
     /// Revokes the user's unrevoked tokens named `name`; returns how many.
-    pub async fn revoke_tokens(&self, user_id: i64, name: &str) -> Result<u64> {
+    pub async fn revoke_tokens(&self, user: UserId, name: &str) -> Result<u64> {
         let r =
             sqlx::query("UPDATE tokens SET revoked_ms = $1 WHERE user_id = $2 AND name = $3 AND revoked_ms IS NULL")
                 .bind(now_ms())
-                .bind(user_id)
+                .bind(user)
                 .bind(name)
                 .execute(&self.pool)
                 .await?;
@@ -545,13 +581,16 @@ impl Catalog {
     /// The signing key used for new signed URLs, `(kid, secret)`: the newest unretired one, made
     /// if there is none.
     pub async fn current_signing_key(&self) -> Result<(String, Vec<u8>)> {
-        let row = sqlx::query(
+        let row: Option<(String, String)> = sqlx::query_as(
             "SELECT kid, secret_hex FROM signing_keys WHERE retired_ms IS NULL ORDER BY created_ms DESC, kid DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(r) => Ok((r.get(0), hex::decode(r.get::<String, _>(1)).unwrap_or_default())),
+            Some((kid, hex)) => {
+                let secret = decode_secret(&kid, &hex)?;
+                Ok((kid, secret))
+            }
             None => self.rotate_signing_key().await,
         }
     }
@@ -579,11 +618,12 @@ impl Catalog {
     }
 
     async fn signing_key_query(&self, kid: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT secret_hex FROM signing_keys WHERE kid = $1 AND retired_ms IS NULL")
-            .bind(kid)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.and_then(|r| hex::decode(r.get::<String, _>(0)).ok()))
+        let hex: Option<String> =
+            sqlx::query_scalar("SELECT secret_hex FROM signing_keys WHERE kid = $1 AND retired_ms IS NULL")
+                .bind(kid)
+                .fetch_optional(&self.pool)
+                .await?;
+        hex.map(|h| decode_secret(kid, &h)).transpose()
     }
 
     /// Retires signing key `kid`: links signed with it stop working. Returns whether it existed.
@@ -596,13 +636,13 @@ impl Catalog {
         Ok(r.rows_affected() > 0)
     }
 
-    /// Sets a new ingest key for camera `camera_id` (replacing any previous one); returns the key
-    /// (shown once; only its hash is stored).
-    pub async fn new_ingest_key(&self, camera_id: i64) -> Result<String> {
+    /// Sets a new ingest key for `camera` (replacing any previous one); returns the key (shown
+    /// once; only its hash is stored).
+    pub async fn new_ingest_key(&self, camera: CameraId) -> Result<String> {
         let key = format!("jmi_{}", &new_token()[3..]);
         sqlx::query("UPDATE cameras SET ingest_key_sha256 = $1 WHERE id = $2")
             .bind(token_hash(&key))
-            .bind(camera_id)
+            .bind(camera)
             .execute(&self.pool)
             .await?;
         Ok(key)
@@ -610,37 +650,32 @@ impl Catalog {
 
     /// The camera that ingest key `key` may write to.
     pub async fn camera_by_ingest_key(&self, key: &str) -> Result<Option<Camera>> {
-        let row = sqlx::query("SELECT id, user_id, name FROM cameras WHERE ingest_key_sha256 = $1")
-            .bind(token_hash(key))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| Camera { id: r.get(0), user_id: r.get(1), name: r.get(2) }))
+        let q =
+            sqlx::query_as("SELECT id, user_id, name FROM cameras WHERE ingest_key_sha256 = $1").bind(token_hash(key));
+        Ok(q.fetch_optional(&self.pool).await?)
     }
 
     /// The camera's most recent live recording, if any.
-    pub async fn live_recording(&self, camera_id: i64) -> Result<Option<Recording>> {
-        self.reads.live_recording.run(camera_id, || self.live_recording_query(camera_id)).await
+    pub async fn live_recording(&self, camera: CameraId) -> Result<Option<Recording>> {
+        self.reads.live_recording.run(camera, || self.live_recording_query(camera)).await
     }
 
-    async fn live_recording_query(&self, camera_id: i64) -> Result<Option<Recording>> {
-        let row = sqlx::query(&format!(
-            "{REC_SELECT} WHERE camera_id = $1 AND live = 1 ORDER BY start_ms DESC, id DESC LIMIT 1"
-        ))
-        .bind(camera_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(recording))
+    async fn live_recording_query(&self, camera: CameraId) -> Result<Option<Recording>> {
+        let sql = format!("{REC_SELECT} WHERE camera_id = $1 AND live = 1 ORDER BY start_ms DESC, id DESC LIMIT 1");
+        let q = sqlx::query_as::<_, RecordingRow>(&sql).bind(camera);
+        Ok(q.fetch_optional(&self.pool).await?.map(Recording::from))
     }
 
     /// The recording with id `id`.
-    pub async fn recording_by_id(&self, id: i64) -> Result<Option<Recording>> {
-        let row = sqlx::query(&format!("{REC_SELECT} WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
-        Ok(row.as_ref().map(recording))
+    pub async fn recording_by_id(&self, id: RecordingId) -> Result<Option<Recording>> {
+        let sql = format!("{REC_SELECT} WHERE id = $1");
+        let q = sqlx::query_as::<_, RecordingRow>(&sql).bind(id);
+        Ok(q.fetch_optional(&self.pool).await?.map(Recording::from))
     }
 
-    /// Appends `segment` to a live recording and records the grown file (length, head length,
-    /// ETag, duration, change and modification times, codecs, skipped streams) in one
-    /// transaction.
+    /// Appends `segment` to the live recording `rec` and records the grown file (`rec`'s length,
+    /// head length, ETag, duration, change and modification times, codecs, skipped streams) in
+    /// one transaction; then announces `rec` to this node's viewers.
     pub async fn append_segment(&self, rec: &Recording, segment: &Segment) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_segment(&mut tx, rec.id, segment).await?;
@@ -661,12 +696,15 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.changes.notify(rec);
         Ok(())
     }
 
-    /// Marks a recording as no longer live.
-    pub async fn end_live(&self, recording_id: i64) -> Result<()> {
-        sqlx::query("UPDATE recordings SET live = 0 WHERE id = $1").bind(recording_id).execute(&self.pool).await?;
+    /// Marks `rec` as no longer live (the broadcast ended) and announces it to its viewers.
+    pub async fn end_live(&self, rec: &mut Recording) -> Result<()> {
+        sqlx::query("UPDATE recordings SET live = 0 WHERE id = $1").bind(rec.id).execute(&self.pool).await?;
+        rec.live = false;
+        self.changes.notify(rec);
         Ok(())
     }
 
@@ -684,7 +722,7 @@ impl Catalog {
     /// does its modification time.
     pub async fn set_layout(
         &self,
-        recording_id: i64,
+        recording: RecordingId,
         len_bytes: i64,
         head_len_bytes: i64,
         etag: &str,
@@ -699,19 +737,48 @@ impl Catalog {
         .bind(etag)
         .bind(format_version)
         .bind(now_ms())
-        .bind(recording_id)
+        .bind(recording)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 }
 
-async fn insert_segment(tx: &mut sqlx::Transaction<'_, sqlx::Any>, recording_id: i64, s: &Segment) -> Result<()> {
+/// An unrevoked token and its owner.
+#[derive(sqlx::FromRow)]
+struct TokenOwner {
+    token_id: i64,
+    user_id: UserId,
+    user_name: String,
+}
+
+impl TokenOwner {
+    fn user(self) -> User {
+        User { id: self.user_id, name: self.user_name }
+    }
+}
+
+/// An open session's owner and CSRF token.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    user_id: UserId,
+    user_name: String,
+    csrf: String,
+}
+
+fn decode_secret(kid: &str, hex_secret: &str) -> Result<Vec<u8>> {
+    match hex::decode(hex_secret) {
+        Ok(s) if !s.is_empty() => Ok(s),
+        _ => Err(CatalogError::Corrupt(format!("signing key {kid} is not a hex secret"))),
+    }
+}
+
+async fn insert_segment(tx: &mut sqlx::Transaction<'_, sqlx::Any>, recording: RecordingId, s: &Segment) -> Result<()> {
     sqlx::query(
         "INSERT INTO segments (recording_id, seq, source_name, object_key, init_key, sha256, len_bytes, \
          extinf_ms, join_before, sample_index) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
-    .bind(recording_id)
+    .bind(recording)
     .bind(s.seq)
     .bind(&s.source_name)
     .bind(&s.object_key)
@@ -726,63 +793,10 @@ async fn insert_segment(tx: &mut sqlx::Transaction<'_, sqlx::Any>, recording_id:
     Ok(())
 }
 
-const REC_SELECT: &str = "SELECT id, camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
-                          etag, format_version, updated_ms, live, codecs, modified_ms, skipped FROM recordings";
-
-fn recording(r: &sqlx::any::AnyRow) -> Recording {
-    Recording {
-        id: r.get(0),
-        camera_id: r.get(1),
-        day: r.get(2),
-        name: r.get(3),
-        start_ms: r.get(4),
-        duration_ms: r.get(5),
-        len_bytes: r.get(6),
-        head_len_bytes: r.get(7),
-        etag: r.get(8),
-        format_version: r.get(9),
-        updated_ms: r.get(10),
-        live: r.get::<i64, _>(11) != 0,
-        codecs: r.get(12),
-        modified_ms: r.get(13),
-        skipped: r.get(14),
-    }
-}
-
-fn summary(r: &sqlx::any::AnyRow) -> DirSummary {
-    DirSummary { name: r.get(0), len_bytes: r.get(1), duration_ms: r.get(2), modified_ms: r.get(3) }
-}
-
 /// A new random API token: `jm_` + 64 hex digits (256 bits).
 fn new_token() -> String {
     use rand::RngCore;
     let mut b = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!("jm_{}", hex::encode(b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[tokio::test]
-    async fn concurrent_reads_share_one_query_and_later_reads_query_again() {
-        let c: Coalesce<&str, u32> = Default::default();
-        let queries = AtomicUsize::new(0);
-        let query = || async {
-            queries.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            Ok(7)
-        };
-        let all = futures::future::join_all((0..100).map(|_| c.run("k", query))).await;
-        assert!(all.iter().all(|r| matches!(r, Ok(7))));
-        assert_eq!(queries.load(Ordering::SeqCst), 1, "100 concurrent reads, one query");
-        c.run("k", query).await.unwrap();
-        assert_eq!(queries.load(Ordering::SeqCst), 2, "a later read queries again");
-        assert!(c.inflight.lock().unwrap().is_empty(), "nothing kept after the query");
-        let failing = || async { Err(CatalogError::Conflict("down".into())) };
-        assert!(c.run("k", failing).await.is_err());
-        assert_eq!(c.run("k", query).await.unwrap(), 7, "an error is not kept either");
-    }
 }

@@ -1,488 +1,312 @@
-//! The virtual MP4 file: an [`http_serve::Entity`] whose length, ETag and `moov` come from the
-//! catalog alone, and whose `mdat` bytes are produced on demand from exactly the segments a byte
-//! range touches.
-//!
-//! A `GET` spawns one producer task per requested range that walks the [`Layout`]'s chunks,
-//! reading fMP4 payloads straight from the store (a copy) and transmuxing MPEG-TS chunks
-//! (Annex B → length-prefixed, ADTS → raw AAC) through a small LRU so that range-heavy clients
-//! do not transmux the same chunk twice. The producer sends pieces of at most [`PIECE_BYTES`]
-//! over a channel of [`CHANNEL_PIECES`] entries: memory per request is bounded, and a client that
-//! disconnects drops the receiver, which stops the producer at its next send.
+//! `GET|HEAD /v1/files/…`: each user's virtual file tree. Directories are listings; every
+//! recording is a progressive MP4 served by `http-serve` (RFC 9110 ranges and conditionals)
+//! from [`crate::media::body`], or with `mode=stream` the quasi-stream
+//! ([`crate::media::fragments`]).
 
-use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue};
-use lru::LruCache;
 
+use super::auth::{authenticate, signed_user, split_path, url_pairs};
+use super::error::ok;
+use super::instance::{Kind, Slot};
+use super::listing::{Entry, listing};
+use super::{ApiError, AppState};
 use crate::catalog::{Catalog, Recording};
-use crate::format::frag;
-use crate::format::index::{Container, SegmentIndex};
-use crate::format::mp4::{Layout, SegmentInput};
-use crate::instance::{Slot, UserInstance};
-use crate::service::AppState;
-use crate::store::ObjectStore;
+use crate::media::{File, UserMedia};
+use crate::model::{Mode, TreePath, UserId};
 
-/// Boxed error type of body streams.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Largest piece of body sent at once, bytes.
-pub const PIECE_BYTES: u64 = 1 << 20;
-/// Pieces buffered between a producer and the connection.
-pub const CHANNEL_PIECES: usize = 2;
-
-/// A recording's layout with what serving it needs.
-#[derive(Debug)]
-pub struct LoadedRecording {
-    pub layout: Layout,
-    /// `ftyp` + `moov` + `mdat` header as shared bytes.
-    pub head: Bytes,
-    /// Strong ETag value (no quotes).
-    pub etag: String,
-    /// Object key of each segment, parallel to `layout.segments`.
-    pub object_keys: Vec<String>,
-}
-
-/// A layout built once and shared.
-type LayoutCell = Arc<tokio::sync::OnceCell<Arc<LoadedRecording>>>;
-
-/// Recently used layouts by recording (bounded LRU), plus transmuxed MPEG-TS chunks.
-pub struct LayoutCache {
-    /// Built (or being built) layouts by (recording id, `updated_ms`): concurrent requests for
-    /// the same snapshot, such as every live viewer when a segment lands, build it once.
-    layouts: Mutex<LruCache<(i64, i64), LayoutCell>>,
-    /// Output chunks of recently used segments by object key, made once even when several
-    /// requests (live viewers, a request's look-ahead) want them at the same time.
-    segments: Mutex<LruCache<String, Arc<tokio::sync::OnceCell<SegChunks>>>>,
-}
-
-impl LayoutCache {
-    /// A cache holding up to `n` layouts and the output chunks of 32 segments.
-    pub fn new(n: NonZeroUsize) -> Self {
-        LayoutCache {
-            layouts: Mutex::new(LruCache::new(n)),
-            segments: Mutex::new(LruCache::new(NonZeroUsize::new(32).unwrap())),
+/// The caller's virtual file tree: directories (JSON or HTML listings) and recordings as MP4.
+#[utoipa::path(
+    get,
+    path = "/v1/files/{path}",
+    tag = "files",
+    params(
+        ("path" = String, Path, description = "Tree path: '', CAMERA, CAMERA/DAY, CAMERA/DAY/NAME.mp4 or CAMERA/live.mp4"),
+        ("mode" = Option<String>, Query, description = "'file' (default) or 'stream' (fragmented MP4, sent as made)"),
+        ("start" = Option<f64>, Query, description = "With mode=stream: start at the sync sample at or before this time, seconds"),
+        ("download" = Option<String>, Query, description = "'1': Content-Disposition: attachment (default inline)"),
+        ("sig" = Option<String>, Query, description = "Signed URL signature (with u, exp, modes, kid): no Authorization needed"),
+    ),
+    responses(
+        (status = 200, description = "A listing (application/json with Accept: application/json, else text/html) or the MP4 (video/mp4)", body = super::listing::Listing),
+        (status = 206, description = "A byte range of the MP4 (RFC 9110 §14)"),
+        (status = 304, description = "Not modified (If-None-Match / If-Modified-Since)"),
+        (status = 308, description = "A directory without its trailing slash: redirect to it"),
+        (status = 400, description = "Bad path or query", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or invalid token", body = String, content_type = "text/plain"),
+        (status = 403, description = "Signed URL refused", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such file or directory", body = String, content_type = "text/plain"),
+        (status = 412, description = "Precondition failed (If-Match / If-Unmodified-Since)"),
+        (status = 416, description = "Range not satisfiable"),
+        (status = 429, description = "Too many concurrent streams or downloads for this user; see Retry-After", body = String, content_type = "text/plain"),
+        (status = 503, description = "Catalog or object store unavailable", body = String, content_type = "text/plain"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn files(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    // Only the head matters; dropping the body keeps the future Send across awaits.
+    let req = http::Request::from_parts(req.into_parts().0, ());
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let (segs, trailing_slash) = split_path(req.uri().path(), "/v1/files")?;
+    let path = TreePath::from_segments(&segs).ok_or(ApiError::NotFound)?;
+    let q = FileQuery::parse(req.uri().query())?;
+    let pairs: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();
+    let user = if pairs.iter().any(|(k, _)| k == "sig") {
+        signed_user(&state, &path, &pairs, q.mode()).await?
+    } else {
+        authenticate(&state, req.headers(), false).await?
+    };
+    let json =
+        req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
+    let cat = &state.catalog;
+    // A directory's relative links resolve against its URL, so it must end in '/': an existing
+    // directory asked for without it is a permanent redirect to it.
+    let redirect = || {
+        let q = req.uri().query().map_or(String::new(), |q| format!("?{q}"));
+        Ok(ok::permanent_redirect(&format!("{}/{q}", req.uri().path())))
+    };
+    match &path {
+        TreePath::Root => {
+            if !trailing_slash {
+                return redirect();
+            }
+            let cams = cat.list_cameras(user.id).await?;
+            Ok(listing("/", json, cams.into_iter().map(Entry::dir).collect()))
+        }
+        TreePath::Camera { camera } => {
+            let cam = cat.camera(user.id, camera).await?.ok_or(ApiError::NotFound)?;
+            if !trailing_slash {
+                return redirect();
+            }
+            let days = cat.list_days(cam.id).await?;
+            Ok(listing(&path.to_string(), json, days.into_iter().map(Entry::dir).collect()))
+        }
+        TreePath::Day { camera, day } => {
+            let cam = cat.camera(user.id, camera).await?.ok_or(ApiError::NotFound)?;
+            let recs = cat.list_recordings(cam.id, day).await?;
+            if recs.is_empty() {
+                return Err(ApiError::NotFound);
+            }
+            if !trailing_slash {
+                return redirect();
+            }
+            Ok(listing(&path.to_string(), json, recs.iter().map(Entry::file).collect()))
+        }
+        TreePath::File { .. } | TreePath::Live { .. } => {
+            let rec = resolve_file(cat, user.id, &path).await?;
+            serve_file(&state, &user, rec, &path, &q, req).await
         }
     }
-
-    /// Whether the layout of `rec` is cached.
-    pub fn contains(&self, rec: &Recording) -> bool {
-        self.layouts.lock().unwrap().peek(&(rec.id, rec.updated_ms)).is_some_and(|c| c.initialized())
-    }
-
-    /// The layout of `rec`, from the cache or built from the catalog's sample indexes (reads no
-    /// segment).
-    pub async fn get_or_build(&self, catalog: &Catalog, rec: &Recording) -> Result<Arc<LoadedRecording>, BoxError> {
-        let cell = self.layouts.lock().unwrap().get_or_insert((rec.id, rec.updated_ms), Default::default).clone();
-        Ok(cell.get_or_try_init(|| build(catalog, rec)).await?.clone())
-    }
 }
 
-/// Builds a recording's layout from the catalog's sample indexes (reads no segment).
-async fn build(catalog: &Catalog, rec: &Recording) -> Result<Arc<LoadedRecording>, BoxError> {
-    let t0 = std::time::Instant::now();
-    let segs = catalog.segments(rec.id).await?;
-    let t_fetch = t0.elapsed();
-    let loaded = tokio::task::spawn_blocking(move || -> Result<LoadedRecording, BoxError> {
-        let t1 = std::time::Instant::now();
-        let mut inputs = Vec::with_capacity(segs.len());
-        for s in &segs {
-            let index = SegmentIndex::decode(&s.sample_index).map_err(|e| format!("segment {}: {e}", s.seq))?;
-            inputs.push(SegmentInput { index: Arc::new(index), join_before: s.join_before });
+/// The recording a file path of the tree names (a camera's live broadcast for `live.mp4`);
+/// 404 for anything else.
+pub async fn resolve_file(cat: &Catalog, user: UserId, path: &TreePath) -> Result<Recording, ApiError> {
+    match path {
+        TreePath::Live { camera } => {
+            let cam = cat.camera(user, camera).await?.ok_or(ApiError::NotFound)?;
+            cat.live_recording(cam.id).await?.ok_or_else(|| ApiError::Absent("camera is not broadcasting".into()))
         }
-        let t_decode = t1.elapsed();
-        let layout = Layout::build(&inputs)?;
-        tracing::debug!(
-            segments = segs.len(),
-            fetch_ms = t_fetch.as_secs_f64() * 1e3,
-            decode_ms = t_decode.as_secs_f64() * 1e3,
-            build_ms = (t1.elapsed() - t_decode).as_secs_f64() * 1e3,
-            "layout built"
-        );
-        let etag = crate::import::full_file_etag(
-            segs.iter().map(|s| (s.sha256.as_str(), s.sample_index.as_slice(), s.join_before)),
-        );
-        Ok(LoadedRecording {
-            head: Bytes::copy_from_slice(&layout.head),
-            layout,
-            etag,
-            object_keys: segs.into_iter().map(|s| s.object_key).collect(),
-        })
-    })
-    .await??;
-    Ok(Arc::new(loaded))
+        TreePath::File { camera, day, name } => {
+            let cam = cat.camera(user, camera).await?.ok_or(ApiError::NotFound)?;
+            cat.recording(cam.id, day, name).await?.ok_or(ApiError::NotFound)
+        }
+        _ => Err(ApiError::NotFound),
+    }
 }
 
-/// Object key of the stored head (`ftyp` + `moov` + `mdat` header) of a full MP4 whose ETag
-/// value is `etag`. Written at import; lets the first bytes of a file, which every player asks
-/// for first, be served without building the layout (constant time, whatever the length).
-pub fn head_key(user_id: i64, etag: &str) -> String {
-    format!("users/{user_id}/heads/{etag}.mp4")
+/// What the query of a file request asks for.
+#[derive(Debug, Default, PartialEq)]
+pub struct FileQuery {
+    /// `mode=stream`: the quasi-stream rather than the full file (`mode=file`, default).
+    pub stream: bool,
+    /// `start=SECONDS` (with `mode=stream`): start at the sync sample at or before.
+    pub start_s: Option<f64>,
+    /// `download=1`: `Content-Disposition: attachment` rather than `inline`.
+    pub download: bool,
 }
 
-/// One recording served as a full MP4.
-pub struct Mp4File {
-    state: AppState,
-    inst: Arc<UserInstance>,
+impl FileQuery {
+    /// Parses `mode`, `start` and `download`; other parameters (a signed URL's) are left alone.
+    pub fn parse(query: Option<&str>) -> Result<FileQuery, ApiError> {
+        let mut q = FileQuery::default();
+        let bad = |m: &str| ApiError::BadRequest(m.into());
+        for (k, v) in url_pairs(query.unwrap_or("")) {
+            match k.as_str() {
+                "mode" => match Mode::parse(&v) {
+                    Some(m) => q.stream = m == Mode::Stream,
+                    None => return Err(bad("mode must be 'stream' or 'file'")),
+                },
+                "start" => match v.parse::<f64>() {
+                    Ok(s) if s.is_finite() && s >= 0.0 => q.start_s = Some(s),
+                    _ => return Err(bad("start must be a number of seconds >= 0")),
+                },
+                "download" => match v.as_str() {
+                    "1" | "true" => q.download = true,
+                    "0" | "false" => q.download = false,
+                    _ => return Err(bad("download must be 1 or 0")),
+                },
+                _ => {}
+            }
+        }
+        if q.start_s.is_some() && !q.stream {
+            return Err(bad("start= needs mode=stream"));
+        }
+        Ok(q)
+    }
+
+    /// The mode asked for.
+    pub fn mode(&self) -> Mode {
+        if self.stream { Mode::Stream } else { Mode::File }
+    }
+}
+
+async fn serve_file(
+    state: &AppState,
+    user: &crate::catalog::User,
     rec: Recording,
+    path: &TreePath,
+    q: &FileQuery,
+    mut req: http::Request<()>,
+) -> Result<Response, ApiError> {
+    let inst = state.instances.get(user);
+    let rec = crate::media::current(&state.catalog, &inst.media, rec).await?;
+    let name = path.file_name().unwrap_or_default();
+    let disposition = content_disposition(if q.download { "attachment" } else { "inline" }, &name);
+    let file = File::whole(rec);
+    if q.stream {
+        let slot =
+            inst.try_slot(Kind::Stream).ok_or(ApiError::TooMany { what: "streams", limit: inst.limits.max_streams })?;
+        let body = crate::media::fragments(state.catalog.clone(), inst.media.clone(), file, q.start_s);
+        let body = Body::from_stream(Holding { inner: body, _slot: slot });
+        let headers = [
+            (header::CONTENT_TYPE, HeaderValue::from_static("video/mp4")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ];
+        return Ok((headers, body).into_response());
+    }
+    let slot = inst
+        .try_slot(Kind::Download)
+        .ok_or(ApiError::TooMany { what: "downloads", limit: inst.limits.max_downloads })?;
+    let entity = Mp4Entity {
+        catalog: state.catalog.clone(),
+        media: inst.media.clone(),
+        file,
+        slot: Arc::new(slot),
+        disposition,
+    };
+    let last_modified = http_serve::Entity::last_modified(&entity);
+    // A finished recording's bytes never change: its modification time is a strong validator.
+    let strong_date = !entity.file.live();
+    super::ranges::normalize(req.headers_mut(), http_serve::Entity::len(&entity), last_modified, strong_date);
+    let mut resp = http_serve::serve(entity, &req);
+    // Private (bearer or signed), and revalidated before reuse: a 304 is cheap, and a link that
+    // expired or bytes laid out anew are never served from a cache.
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    Ok(resp.map(Body::new))
+}
+
+/// `Content-Disposition` (RFC 6266 §4) of a served file: `inline` or `attachment` with its
+/// name as `filename`, plus `filename*` (RFC 8187, UTF-8) when the name is not plain ASCII.
+pub fn content_disposition(kind: &str, name: &str) -> HeaderValue {
+    let plain = name.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' && b != b'%');
+    let value = if plain {
+        format!("{kind}; filename=\"{name}\"")
+    } else {
+        let ascii: String =
+            name.chars().map(|c| if c.is_ascii_graphic() && !"\"\\%".contains(c) { c } else { '_' }).collect();
+        /// RFC 8187 §3.2.1 attr-char: ALPHA / DIGIT / "!#$&+-.^_`|~".
+        const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'!')
+            .remove(b'#')
+            .remove(b'$')
+            .remove(b'&')
+            .remove(b'+')
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'^')
+            .remove(b'_')
+            .remove(b'`')
+            .remove(b'|')
+            .remove(b'~');
+        let enc = percent_encoding::utf8_percent_encode(name, ATTR);
+        format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{enc}")
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("inline"))
+}
+
+/// A body stream that holds the user's slot until the body is done or the client goes away.
+struct Holding {
+    inner: crate::media::BodyStream,
+    _slot: Slot,
+}
+
+impl Stream for Holding {
+    type Item = Result<Bytes, crate::media::MediaError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+/// Boxed error type of `http-serve` bodies.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A file served as an [`http_serve::Entity`]: length, ETag and modification time from the
+/// catalog row, bytes of any range from [`crate::media::body`].
+struct Mp4Entity {
+    catalog: Catalog,
+    media: Arc<UserMedia>,
+    file: File,
     /// The user's download slot, held until every body made from this entity is done.
     slot: Arc<Slot>,
     /// `Content-Disposition` sent with it.
     disposition: HeaderValue,
 }
 
-impl Mp4File {
-    pub fn new(state: AppState, inst: Arc<UserInstance>, slot: Slot, rec: Recording, disposition: HeaderValue) -> Self {
-        Mp4File { state, inst, rec, slot: Arc::new(slot), disposition }
-    }
-
-    /// Whether the recording is a live broadcast still growing.
-    pub fn live(&self) -> bool {
-        self.rec.live
-    }
-}
-
-impl http_serve::Entity for Mp4File {
+impl http_serve::Entity for Mp4Entity {
     type Data = Bytes;
     type Error = BoxError;
 
     fn len(&self) -> u64 {
-        self.rec.len_bytes as u64
+        self.file.len_bytes()
     }
 
     fn get_range(&self, range: Range<u64>) -> Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send + Sync>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_PIECES);
-        let state = self.state.clone();
-        let rec = self.rec.clone();
-        let (inst, slot) = (self.inst.clone(), self.slot.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = produce(&state, &inst, &rec, range, &tx).await {
-                tracing::warn!(recording = rec.id, "body production failed: {e}");
-                let _ = tx.send(Err(e)).await;
-            }
+        let body = crate::media::body(self.catalog.clone(), self.media.clone(), self.file.clone(), range);
+        let slot = self.slot.clone();
+        let body = body.map(move |r| {
+            let _held = &slot;
+            r.map_err(|e| -> BoxError { Box::new(e) })
         });
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        Box::pin(sync_wrapper::SyncStream::new(stream))
+        Box::pin(sync_wrapper::SyncStream::new(body))
     }
 
     fn add_headers(&self, h: &mut HeaderMap) {
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
-        h.insert(http::header::CONTENT_DISPOSITION, self.disposition.clone());
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+        h.insert(header::CONTENT_DISPOSITION, self.disposition.clone());
     }
 
     fn etag(&self) -> Option<HeaderValue> {
-        HeaderValue::from_str(&format!("\"{}\"", self.rec.etag)).ok()
+        HeaderValue::from_str(&format!("\"{}\"", self.file.etag())).ok()
     }
 
-    /// The recording's modification time in whole seconds (HTTP dates have no more, RFC 9110
+    /// The file's modification time in whole seconds (HTTP dates have no more, RFC 9110
     /// §5.6.7, so `If-Modified-Since: <this Last-Modified>` compares equal).
     fn last_modified(&self) -> Option<SystemTime> {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(self.rec.modified_ms.max(0) as u64);
-        Some(crate::ranges::whole_seconds(t))
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(self.file.modified_ms().max(0) as u64);
+        Some(super::ranges::whole_seconds(t))
     }
-}
-
-type Tx = tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>;
-
-/// Sends the bytes `range` of the recording's MP4 into `tx`; returns early (Ok) when the
-/// receiver is gone.
-///
-/// Bytes of the head come from the stored head object unless the layout is already cached;
-/// the layout, needed for `mdat` bytes, is built concurrently meanwhile.
-async fn produce(
-    state: &AppState,
-    inst: &Arc<UserInstance>,
-    rec: &Recording,
-    range: Range<u64>,
-    tx: &Tx,
-) -> Result<(), BoxError> {
-    let user_id = inst.user.id;
-    let head_len = rec.head_len_bytes as u64;
-    let mut pos = range.start;
-    if pos < head_len && !inst.layouts.contains(rec) {
-        let build = (range.end > head_len).then(|| {
-            let (state, inst, rec) = (state.clone(), inst.clone(), rec.clone());
-            tokio::spawn(async move { inst.layouts.get_or_build(&state.catalog, &rec).await })
-        });
-        let end = range.end.min(head_len);
-        match inst.store.get_range(&head_key(user_id, &rec.etag), pos..end).await {
-            Ok(head) => {
-                for off in (0..head.len()).step_by(PIECE_BYTES as usize) {
-                    let piece = head.slice(off..head.len().min(off + PIECE_BYTES as usize));
-                    if tx.send(Ok(piece)).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                pos = end;
-            }
-            Err(crate::store::StoreError::NotFound(_)) => {} // served from the layout below
-            Err(e) => return Err(e.into()),
-        }
-        if let Some(build) = build {
-            build.await??;
-        }
-        if pos >= range.end {
-            return Ok(());
-        }
-    }
-    let loaded = inst.layouts.get_or_build(&state.catalog, rec).await?;
-    if loaded.layout.len_bytes != rec.len_bytes as u64 || loaded.etag != rec.etag {
-        return Err(format!("recording {} changed while being served", rec.id).into());
-    }
-    let mut pieces = Vec::new();
-    if pos < loaded.head.len() as u64 {
-        let end = range.end.min(loaded.head.len() as u64);
-        pieces.push(Piece::Static(loaded.head.slice(pos as usize..end as usize)));
-        pos = end;
-    }
-    file_pieces(&loaded.layout, pos..range.end, &mut pieces);
-    send_pieces(inst, &loaded, futures::stream::iter(pieces), false, tx).await.map(|_| ())
-}
-
-/// Appends the pieces of `range` (inside the `mdat` payload) of the full file: at most
-/// [`PIECE_BYTES`] each, never crossing a chunk.
-fn file_pieces(layout: &Layout, range: Range<u64>, pieces: &mut Vec<Piece>) {
-    let mut pos = range.start;
-    while pos < range.end {
-        let ci = layout.chunk_at(pos);
-        let c = layout.chunks[ci];
-        let off = pos - c.out_start;
-        let n = (range.end - pos).min(c.len_bytes - off).min(PIECE_BYTES);
-        pieces.push(Piece::Chunk { ci, off, n });
-        pos += n;
-    }
-}
-
-/// Fetches pieces (up to [`LOOKAHEAD`] concurrently, so the next chunk is read and transmuxed
-/// while the current one is written) and sends them in order. `shared`: take whole segments
-/// through the node's segment cache (one store read per segment for all concurrent viewers)
-/// rather than reading exactly the piece. Ok(false) when the receiver is gone.
-async fn send_pieces(
-    inst: &UserInstance,
-    loaded: &LoadedRecording,
-    pieces: impl Stream<Item = Piece>,
-    shared: bool,
-    tx: &Tx,
-) -> Result<bool, BoxError> {
-    let mut stream = std::pin::pin!(pieces.map(|p| fetch_piece(inst, loaded, p, shared)).buffered(LOOKAHEAD));
-    while let Some(piece) = stream.next().await {
-        if tx.send(Ok(piece?)).await.is_err() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// The quasi-stream of a recording: a fragmented MP4 from the sync sample at or before
-/// `start_s`, made and sent as it goes (bounded memory: at most [`LOOKAHEAD`] pieces are in
-/// flight and [`CHANNEL_PIECES`] queued). Dropping the body stops the producer.
-///
-/// For a live recording it is the live tail: without `start_s` it starts at the newest segment
-/// that begins with a sync sample (the latest GOP, at once), then sends a fragment as each new
-/// segment lands, and ends when the broadcast ends.
-///
-/// `slot` (the user's stream slot) is held until the stream ends or the client goes away.
-pub fn stream_body(
-    state: AppState,
-    inst: Arc<UserInstance>,
-    slot: Slot,
-    rec: Recording,
-    start_s: Option<f64>,
-) -> axum::body::Body {
-    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_PIECES);
-    tokio::spawn(async move {
-        let _slot = slot;
-        if let Err(e) = produce_stream(&state, &inst, rec.clone(), start_s, &tx).await {
-            tracing::warn!(recording = rec.id, "stream production failed: {e}");
-            let _ = tx.send(Err(e)).await;
-        }
-    });
-    axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
-}
-
-/// A live viewer more than this many segments behind the newest skips ahead to the newest
-/// segment that begins with a sync sample.
-pub const MAX_BEHIND_SEGMENTS: u32 = 4;
-
-/// How often a live viewer re-reads the catalog when no in-process notification came (ingest on
-/// another node).
-const LIVE_POLL: Duration = Duration::from_secs(1);
-
-async fn produce_stream(
-    state: &AppState,
-    inst: &Arc<UserInstance>,
-    mut rec: Recording,
-    start_s: Option<f64>,
-    tx: &Tx,
-) -> Result<(), BoxError> {
-    // Subscribe before reading, so no append between the two is missed.
-    let mut changes = state.ingest.hub.subscribe(rec.id);
-    let mut loaded = inst.layouts.get_or_build(&state.catalog, &rec).await?;
-    if tx.send(Ok(Bytes::from(frag::init_segment(&loaded.layout)))).await.is_err() {
-        return Ok(());
-    }
-    let (mut next, mut from) = match start_s {
-        Some(s) => frag::start_point(&loaded.layout, s),
-        None if rec.live => (newest_sync_segment(&loaded.layout, 0), Vec::new()),
-        None => frag::start_point(&loaded.layout, 0.0),
-    };
-    loop {
-        let n = loaded.layout.segments.len() as u32;
-        if rec.live && n.saturating_sub(next) > MAX_BEHIND_SEGMENTS {
-            next = newest_sync_segment(&loaded.layout, next);
-            from.clear();
-        }
-        if next < n {
-            let layout = &loaded.layout;
-            let first = next;
-            let pieces = futures::stream::iter(first..n).flat_map(|s| {
-                let mut pieces = Vec::new();
-                let from: &[Option<u32>] = if s == first { &from } else { &[] };
-                if let Some(plan) = frag::plan_fragment(layout, s, from) {
-                    pieces.push(Piece::Static(Bytes::from(frag::fragment_header(layout, &plan))));
-                    for t in &plan.trafs {
-                        file_pieces(layout, t.file_range.clone(), &mut pieces);
-                    }
-                }
-                futures::stream::iter(pieces)
-            });
-            if !send_pieces(inst, &loaded, pieces, true, tx).await? {
-                return Ok(());
-            }
-            next = n;
-            from.clear();
-        }
-        if !rec.live {
-            return Ok(());
-        }
-        // Wait for the recording to grow or end: announced in-process by ingest on this node,
-        // or seen in the catalog (ingest on another node). A closed receiver (client gone) stops us.
-        loop {
-            let now = tokio::select! {
-                _ = changes.changed() => changes.borrow_and_update().clone(),
-                _ = tokio::time::sleep(LIVE_POLL) => {
-                    Some(state.catalog.recording_by_id(rec.id).await?.ok_or("recording removed")?)
-                }
-                _ = tx.closed() => return Ok(()),
-            };
-            if let Some(now) = now.filter(|n| n.updated_ms > rec.updated_ms || n.live != rec.live) {
-                rec = now;
-                break;
-            }
-        }
-        loaded = inst.layouts.get_or_build(&state.catalog, &rec).await?;
-    }
-}
-
-/// The newest segment at or after `at_least` whose video samples begin with a sync sample (any
-/// segment for audio-only recordings); `at_least` if none.
-fn newest_sync_segment(layout: &Layout, at_least: u32) -> u32 {
-    let Some(video) = layout.tracks.iter().find(|t| t.kind == crate::format::index::TrackKind::Video) else {
-        return (layout.segments.len() as u32).saturating_sub(1).max(at_least);
-    };
-    video
-        .runs
-        .iter()
-        .rev()
-        .find(|r| r.segment >= at_least && video.samples[r.first as usize].sync)
-        .map_or(at_least, |r| r.segment)
-}
-
-/// Pieces fetched concurrently ahead of the one being sent.
-const LOOKAHEAD: usize = 3;
-
-/// A part of the response body.
-enum Piece {
-    /// Bytes already made (head, `moof`).
-    Static(Bytes),
-    /// `n` bytes at offset `off` of output chunk `ci`.
-    Chunk { ci: usize, off: u64, n: u64 },
-}
-
-async fn fetch_piece(
-    inst: &UserInstance,
-    loaded: &LoadedRecording,
-    piece: Piece,
-    shared: bool,
-) -> Result<Bytes, BoxError> {
-    let (ci, off, n) = match piece {
-        Piece::Static(b) => return Ok(b),
-        Piece::Chunk { ci, off, n } => (ci, off, n),
-    };
-    let c = loaded.layout.chunks[ci];
-    let seg = &loaded.layout.segments[c.segment as usize];
-    let key = &loaded.object_keys[c.segment as usize];
-    match seg.container {
-        Container::Fmp4 if !shared => {
-            let start = seg.tracks[c.track as usize].chunks[c.chunk as usize].src_start + off;
-            let _worker = inst.workers.acquire().await.expect("never closed");
-            Ok(inst.store.get_range(key, start..start + n).await?)
-        }
-        _ => {
-            let bytes = segment_chunk(inst, key, seg, c.track, c.chunk).await?;
-            Ok(bytes.slice(off as usize..(off + n) as usize))
-        }
-    }
-}
-
-/// Output chunks of one segment, `[track][chunk]`.
-type SegChunks = Arc<Vec<Vec<Bytes>>>;
-
-/// The output bytes of one chunk through the node's segment cache. On a miss, every chunk of the
-/// segment is made from one read of the stored segment (transmuxed for MPEG-TS, sliced for
-/// fMP4): the output visits a segment's chunks one after another, and concurrent callers (live
-/// viewers, a request's look-ahead) share that one read.
-pub(crate) async fn segment_chunk(
-    inst: &UserInstance,
-    key: &str,
-    seg: &Arc<SegmentIndex>,
-    track: u8,
-    chunk: u32,
-) -> Result<Bytes, BoxError> {
-    let cell = inst.layouts.segments.lock().unwrap().get_or_insert(key.to_string(), Default::default).clone();
-    let chunks = cell.get_or_try_init(|| make_segment_chunks(inst, key, seg.clone())).await?;
-    Ok(chunks[track as usize][chunk as usize].clone())
-}
-
-async fn make_segment_chunks(inst: &UserInstance, key: &str, seg: Arc<SegmentIndex>) -> Result<SegChunks, BoxError> {
-    // Reading and transmuxing take one of the user's workers (waiting for another request's
-    // work on the same segment takes none).
-    let _worker = inst.workers.acquire().await.expect("never closed");
-    let chunks = || seg.tracks.iter().flat_map(|t| t.chunks.iter());
-    let lo = chunks().map(|c| c.src_start).min().expect("segment has chunks");
-    let hi = chunks().map(|c| c.src_end).max().expect("segment has chunks");
-    let src = inst.store.get_range(key, lo..hi).await?;
-    if seg.container == Container::Fmp4 {
-        let made = seg
-            .tracks
-            .iter()
-            .map(|t| {
-                t.chunks.iter().map(|c| src.slice((c.src_start - lo) as usize..(c.src_end - lo) as usize)).collect()
-            })
-            .collect();
-        return Ok(Arc::new(made));
-    }
-    tokio::task::spawn_blocking(move || -> Result<SegChunks, BoxError> {
-        let mut made = Vec::with_capacity(seg.tracks.len());
-        for t in &seg.tracks {
-            let mut per_track = Vec::with_capacity(t.chunks.len());
-            for c in &t.chunks {
-                let mut out = Vec::with_capacity(c.len_bytes as usize);
-                let range = (c.src_start - lo) as usize..(c.src_end - lo) as usize;
-                crate::format::ts::transmux_chunk(t, c, &src[range], &mut out)?;
-                per_track.push(Bytes::from(out));
-            }
-            made.push(per_track);
-        }
-        Ok(Arc::new(made))
-    })
-    .await?
 }

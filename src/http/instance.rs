@@ -1,26 +1,22 @@
 //! Per-user program instances: the security and fairness boundary of the service.
 //!
 //! A [`UserInstance`] is created on a user's first request and holds everything serving that
-//! user needs: their hot layouts and segment cache (bounded LRUs), their limits on concurrent
-//! streams and downloads, and a storage handle scoped to their prefix (`users/{id}/`), which
-//! cannot read another user's objects. It is evicted after `idle` without requests once no body
-//! of it is still being sent, and re-created transparently (the bytes it serves are a function
-//! of the catalog and the store only).
+//! user needs: their [`UserMedia`] (a store handle that cannot read another user's objects,
+//! their layout and segment caches, their share of workers) and their limits on concurrent
+//! streams and downloads. It is evicted after `idle` without requests once no body of it is
+//! still being sent, and re-created transparently (the bytes it serves are a function of the
+//! catalog and the store only).
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
-use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::catalog::User;
-use crate::store::{ObjectStore, StoreError};
-use crate::vfile::LayoutCache;
+use crate::media::UserMedia;
+use crate::model::UserId;
+use crate::store::ObjectStore;
 
 /// Per-user limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -40,54 +36,14 @@ impl Default for Limits {
     }
 }
 
-/// A read handle on the object store that only reaches keys under `users/{id}/`.
-pub struct ScopedStore {
-    inner: Arc<dyn ObjectStore>,
-    prefix: String,
-}
-
-impl ScopedStore {
-    fn check(&self, key: &str) -> Result<(), StoreError> {
-        if key.starts_with(&self.prefix) { Ok(()) } else { Err(StoreError::BadKey(key.to_string())) }
-    }
-}
-
-#[async_trait]
-impl ObjectStore for ScopedStore {
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
-        self.check(key)?;
-        self.inner.get_range(key, range).await
-    }
-    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        self.check(key)?;
-        self.inner.put(key, data).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        self.check(key)?;
-        self.inner.head(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.check(key)?;
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.check(prefix)?;
-        self.inner.list(prefix).await
-    }
-}
-
 /// One user's program instance.
 pub struct UserInstance {
     pub user: User,
-    /// The user's objects only.
-    pub store: Arc<ScopedStore>,
-    /// The user's hot layouts and segment chunks.
-    pub layouts: LayoutCache,
+    /// The user's media: scoped store, caches, workers.
+    pub media: Arc<UserMedia>,
     pub limits: Limits,
     streams: Arc<Semaphore>,
     downloads: Arc<Semaphore>,
-    /// Workers making body pieces for this user (see [`Limits::max_workers`]).
-    pub workers: Semaphore,
     last_used: Mutex<Instant>,
     /// When it was created, unix ms.
     pub created_ms: i64,
@@ -127,69 +83,62 @@ impl UserInstance {
 
     /// Seconds since the last request.
     pub fn idle_s(&self) -> f64 {
-        self.last_used.lock().unwrap().elapsed().as_secs_f64()
+        self.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed().as_secs_f64()
     }
 }
 
 /// The node's instances.
 pub struct Instances {
     store: Arc<dyn ObjectStore>,
-    map: Mutex<HashMap<i64, Arc<UserInstance>>>,
+    map: Mutex<HashMap<UserId, Arc<UserInstance>>>,
     pub limits: Limits,
     /// An instance unused this long (and with no body in flight) is evicted.
     pub idle: Duration,
-    pub created: AtomicU64,
-    pub evicted: AtomicU64,
 }
 
 impl Instances {
     pub fn new(store: Arc<dyn ObjectStore>, limits: Limits, idle: Duration) -> Self {
-        Instances {
-            store,
-            map: Mutex::new(HashMap::new()),
-            limits,
-            idle,
-            created: AtomicU64::new(0),
-            evicted: AtomicU64::new(0),
-        }
+        Instances { store, map: Mutex::new(HashMap::new()), limits, idle }
     }
 
     /// The user's instance, created on first use; marks it used now.
     pub fn get(&self, user: &User) -> Arc<UserInstance> {
-        let mut map = self.map.lock().unwrap();
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let inst = map
             .entry(user.id)
             .or_insert_with(|| {
-                self.created.fetch_add(1, Relaxed);
+                metrics::counter!("jitmux_instances_created_total").increment(1);
                 Arc::new(UserInstance {
                     user: user.clone(),
-                    store: Arc::new(ScopedStore { inner: self.store.clone(), prefix: format!("users/{}/", user.id) }),
-                    layouts: LayoutCache::new(NonZeroUsize::new(8).unwrap()),
+                    media: Arc::new(UserMedia::new(self.store.clone(), user.id, self.limits.max_workers)),
                     limits: self.limits,
                     streams: Arc::new(Semaphore::new(self.limits.max_streams)),
                     downloads: Arc::new(Semaphore::new(self.limits.max_downloads)),
-                    workers: Semaphore::new(self.limits.max_workers.max(1)),
                     last_used: Mutex::new(Instant::now()),
-                    created_ms: crate::catalog::now_ms(),
+                    created_ms: crate::model::now_ms(),
                 })
             })
             .clone();
-        *inst.last_used.lock().unwrap() = Instant::now();
+        metrics::gauge!("jitmux_instances_alive").set(map.len() as f64);
+        *inst.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         inst
     }
 
     /// Instances alive.
     pub fn alive(&self) -> usize {
-        self.map.lock().unwrap().len()
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// Evicts idle instances no body holds; returns how many.
     pub fn evict_idle(&self) -> usize {
-        let mut map = self.map.lock().unwrap();
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let before = map.len();
-        map.retain(|_, i| Arc::strong_count(i) > 1 || i.last_used.lock().unwrap().elapsed() < self.idle);
+        map.retain(|_, i| {
+            Arc::strong_count(i) > 1 || i.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed() < self.idle
+        });
         let n = before - map.len();
-        self.evicted.fetch_add(n as u64, Relaxed);
+        metrics::counter!("jitmux_instances_evicted_total").increment(n as u64);
+        metrics::gauge!("jitmux_instances_alive").set(map.len() as f64);
         n
     }
 
@@ -211,21 +160,7 @@ mod tests {
     use super::*;
 
     fn user(id: i64) -> User {
-        User { id, name: format!("u{id}") }
-    }
-
-    #[tokio::test]
-    async fn scoped_store_cannot_reach_other_users() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> = Arc::new(crate::store::LocalDirStore::new(dir.path()).unwrap());
-        store.put("users/1/segments/a.ts", Bytes::from_static(b"one")).await.unwrap();
-        store.put("users/2/segments/b.ts", Bytes::from_static(b"two")).await.unwrap();
-        let inst = Instances::new(store, Limits::default(), Duration::from_secs(60));
-        let one = inst.get(&user(1));
-        assert_eq!(&one.store.get_range("users/1/segments/a.ts", 0..3).await.unwrap()[..], b"one");
-        for key in ["users/2/segments/b.ts", "users/12/x", "users/1", "other/users/1/x"] {
-            assert!(matches!(one.store.get_range(key, 0..1).await, Err(StoreError::BadKey(_))), "{key}");
-        }
+        User { id: UserId(id), name: format!("u{id}") }
     }
 
     #[test]
@@ -247,6 +182,15 @@ mod tests {
         drop(b);
         assert_eq!(inst.evict_idle(), 1);
         assert_eq!(inst.alive(), 1, "user 1's instance is still held by its slots");
-        assert_eq!(inst.created.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn a_users_media_reaches_only_their_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(crate::store::LocalDirStore::new(dir.path()).unwrap());
+        let inst = Instances::new(store, Limits::default(), Duration::from_secs(60));
+        let one = inst.get(&user(1));
+        let err = futures::executor::block_on(one.media.store.head("users/2/segments/x.ts"));
+        assert!(matches!(err, Err(crate::store::StoreError::BadKey(_))));
     }
 }

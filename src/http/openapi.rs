@@ -7,16 +7,16 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitmux", description = "Just-in-time archive transmux: each user's recordings as MP4 files, quasi-streams and live tails."),
-    paths(crate::service::files, crate::service::thumbnail, crate::service::share, crate::service::me, crate::ingest::put),
+    paths(super::files::files, super::thumbnails::thumbnail, super::share::share, super::me::me, super::ingest::put),
     components(schemas(
-        crate::service::Listing,
-        crate::service::Entry,
-        crate::service::ShareRequest,
-        crate::service::ShareResponse,
-        crate::service::Me,
-        crate::service::MeLimits,
-        crate::service::MeActive,
-        crate::service::MeInstance,
+        super::listing::Listing,
+        super::listing::Entry,
+        super::share::ShareRequest,
+        super::share::ShareResponse,
+        super::me::Me,
+        super::me::MeLimits,
+        super::me::MeActive,
+        super::me::MeInstance,
     )),
     modifiers(&Security)
 )]

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::{MediaError, UserMedia};
 use crate::catalog::{Catalog, Recording};
 use crate::format::index::{Codec, SegmentIndex, TrackKind};
 use crate::format::{codecs, h26x};
-use crate::instance::UserInstance;
 use crate::store::ObjectStore;
 
 /// Version of the thumbnail bytes (decoder input, scaling, JPEG settings); part of the cache key,
@@ -45,24 +45,36 @@ pub enum ThumbError {
     #[error("no thumbnail: {0}")]
     Undecodable(String),
     /// Reading the catalog or the store failed (worth retrying).
-    #[error("{0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Media(#[from] MediaError),
 }
 
-fn failed(e: impl std::fmt::Display) -> ThumbError {
-    ThumbError::Unavailable(e.to_string())
+impl From<crate::catalog::CatalogError> for ThumbError {
+    fn from(e: crate::catalog::CatalogError) -> Self {
+        ThumbError::Media(e.into())
+    }
+}
+
+impl From<crate::store::StoreError> for ThumbError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ThumbError::Media(e.into())
+    }
 }
 
 fn undecodable(e: impl std::fmt::Display) -> ThumbError {
     ThumbError::Undecodable(e.to_string())
 }
 
-/// The JPEG thumbnail of `rec`, from `inst`'s store or made and stored now.
-pub async fn thumbnail(catalog: &Catalog, inst: &Arc<UserInstance>, rec: &Recording) -> Result<Bytes, ThumbError> {
-    let segs = catalog.first_segments(rec.id, SEARCH_SEGMENTS).await.map_err(failed)?;
+/// The JPEG thumbnail of `rec`, from the user's store or made and stored now.
+pub async fn thumbnail(catalog: &Catalog, media: &UserMedia, rec: &Recording) -> Result<Bytes, ThumbError> {
+    let segs = catalog.first_segments(rec.id, SEARCH_SEGMENTS).await?;
     let mut found = None;
     for s in segs {
-        let index = SegmentIndex::decode(&s.sample_index).map_err(failed)?;
+        let index = SegmentIndex::decode(&s.sample_index).map_err(|source| MediaError::Index {
+            recording: rec.id,
+            seq: s.seq,
+            source,
+        })?;
         let Some(video) = index.track(TrackKind::Video) else { continue };
         if video.config.codec != Codec::H264 {
             return Err(ThumbError::Unsupported(format!(
@@ -76,37 +88,38 @@ pub async fn thumbnail(catalog: &Catalog, inst: &Arc<UserInstance>, rec: &Record
         }
     }
     let (seg, index, sample_i) = found.ok_or(ThumbError::NoVideo)?;
-    let track_i = index.tracks.iter().position(|t| t.kind() == TrackKind::Video).expect("found above");
+    let track_i = index.tracks.iter().position(|t| t.kind() == TrackKind::Video).ok_or(ThumbError::NoVideo)?;
     let track = &index.tracks[track_i];
     // An `avcC` SPS tells before any segment read whether openh264 can decode the picture.
     if let Some(sps) = codecs::avcc_parameter_sets(&track.config.sample_entry).ok().and_then(|p| p.sps.first().copied())
     {
         check_decodable(sps)?;
     }
-    let key = format!("users/{}/thumbs/{}-v{THUMB_VERSION}.jpg", inst.user.id, seg.sha256);
-    if let Some(len) = inst.store.head(&key).await.map_err(failed)? {
-        return inst.store.get_range(&key, 0..len).await.map_err(failed);
+    let key = crate::model::keys::thumbnail(media.user, &seg.sha256, THUMB_VERSION);
+    if let Some(len) = media.store.head(&key).await? {
+        return Ok(media.store.get_range(&key, 0..len).await?);
     }
     let chunk_i = track
         .chunks
         .iter()
         .position(|c| (c.first_sample..c.first_sample + c.samples).contains(&(sample_i as u32)))
-        .ok_or_else(|| failed("sample index has no chunk for the sync sample"))?;
+        .ok_or_else(|| undecodable("sample index has no chunk for the sync sample"))?;
     let chunk = track.chunks[chunk_i];
-    let chunk_bytes = crate::vfile::segment_chunk(inst, &seg.object_key, &index, track_i as u8, chunk_i as u32)
-        .await
-        .map_err(failed)?;
+    let chunk_bytes =
+        super::cache::segment_chunk(media, &seg.object_key, &index, track_i as u8, chunk_i as u32).await?;
     let samples = &track.samples[chunk.first_sample as usize..];
     let before: u64 = samples[..sample_i - chunk.first_sample as usize].iter().map(|s| u64::from(s.len_bytes)).sum();
     let len = u64::from(track.samples[sample_i].len_bytes);
     let sample = chunk_bytes.slice(before as usize..(before + len) as usize);
     let config = track.config.clone();
     let jpeg = {
-        let _worker = inst.workers.acquire().await.expect("never closed");
-        tokio::task::spawn_blocking(move || render(&config, &sample)).await.map_err(failed)??
+        let _worker = media.worker().await?;
+        tokio::task::spawn_blocking(move || render(&config, &sample))
+            .await
+            .map_err(|e| MediaError::Task(e.to_string()))??
     };
     let jpeg = Bytes::from(jpeg);
-    inst.store.put(&key, jpeg.clone()).await.map_err(failed)?;
+    media.store.put(&key, jpeg.clone()).await?;
     Ok(jpeg)
 }
 
@@ -187,7 +200,7 @@ mod tests {
     #[test]
     fn renders_the_first_sync_sample_of_a_ts_segment() {
         use crate::format::ts;
-        let data = include_bytes!("../fixtures/sets/s01_h264_aac_ts_2s/seg_00000.ts");
+        let data = include_bytes!("../../fixtures/sets/s01_h264_aac_ts_2s/seg_00000.ts");
         let index = ts::index_segment(data).unwrap();
         let video = index.track(TrackKind::Video).unwrap();
         let chunk = video.chunks[0];

@@ -1191,7 +1191,9 @@ mod tests {
     /// never a panic.
     #[test]
     fn no_panics_on_damaged_input() {
-        for dir in [S02, "../../fixtures/sets/r09_sony_avchd_ac3_fmp4", "../../fixtures/sets/r04_iphone12_hevc_dv84_rot_fmp4"] {
+        for dir in
+            [S02, "../../fixtures/sets/r09_sony_avchd_ac3_fmp4", "../../fixtures/sets/r04_iphone12_hevc_dv84_rot_fmp4"]
+        {
             let init_bytes = read(&format!("{dir}/init.mp4"));
             let seg = read(&format!("{dir}/seg_00000.m4s"));
             let init = parse_init(&init_bytes).unwrap();

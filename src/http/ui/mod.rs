@@ -23,13 +23,16 @@
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::auth::split_path;
+use super::error::ok::{self, Page};
+use super::listing::esc;
+use super::{ApiError, AppState};
 use crate::catalog::{Recording, User};
-use crate::service::{ApiError, AppState, esc, split_path};
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "jitmux_session";
@@ -39,7 +42,7 @@ pub const SESSION_LIFETIME_MS: i64 = 7 * 86_400_000;
 /// Characters percent-encoded in a path segment of a link: all but RFC 3986 unreserved.
 pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// Routes of the page (merged into [`crate::service::app`]).
+/// Routes of the page (merged into [`super::app`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
@@ -48,13 +51,13 @@ pub fn routes() -> Router<AppState> {
         .route("/ui", get(|| async { redirect("/ui/") }))
         .route("/ui/", get(browse))
         .route("/ui/{*path}", get(browse))
-        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/favicon.ico", get(|| async { ok::no_content() }))
         .route("/static/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
 }
 
-const APP_JS: &str = include_str!("web/app.js");
-const APP_CSS: &str = include_str!("web/app.css");
+const APP_JS: &str = include_str!("app.js");
+const APP_CSS: &str = include_str!("app.css");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
@@ -86,12 +89,12 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 fn redirect(to: &str) -> Response {
-    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
+    ok::see_other(to)
 }
 
 /// An HTML page with the page's security headers.
-fn html(status: StatusCode, body: String) -> Response {
-    let mut r = (status, body).into_response();
+fn html(status: Page, body: String) -> Response {
+    let mut r = ok::page(status, body);
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -116,7 +119,7 @@ fn shell(title: &str, head_extra: &str, body: &str) -> String {
     )
 }
 
-fn sign_in_page(status: StatusCode, message: &str) -> Response {
+fn sign_in_page(status: Page, message: &str) -> Response {
     let msg =
         if message.is_empty() { String::new() } else { format!("<p class=error role=alert>{}</p>", esc(message)) };
     html(
@@ -137,7 +140,7 @@ fn sign_in_page(status: StatusCode, message: &str) -> Response {
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     Ok(match session(&state, &headers).await? {
         Some(_) => redirect("/ui/"),
-        None => sign_in_page(StatusCode::OK, ""),
+        None => sign_in_page(Page::Ok, ""),
     })
 }
 
@@ -163,16 +166,17 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
 fn session_cookie(headers: &HeaderMap, value: &str, max_age_s: i64) -> HeaderValue {
     let https = headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let secure = if https { "; Secure" } else { "" };
+    // The value is a token of hex digits: a valid header value; an empty cookie if it ever is not.
     HeaderValue::from_str(&format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"))
-        .expect("ASCII cookie")
+        .unwrap_or_else(|_| HeaderValue::from_static("jitmux_session=; Path=/; Max-Age=0"))
 }
 
 async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if !same_origin_post(&headers) {
-        return sign_in_page(StatusCode::FORBIDDEN, "Sign-in from another site refused.");
+        return sign_in_page(Page::Forbidden, "Sign-in from another site refused.");
     }
     let Some(token) = form_field(&body, "token").filter(|t| !t.trim().is_empty()) else {
-        return sign_in_page(StatusCode::BAD_REQUEST, "Enter an API token.");
+        return sign_in_page(Page::BadRequest, "Enter an API token.");
     };
     match state.catalog.open_session(token.trim(), SESSION_LIFETIME_MS).await {
         Ok(Some((user, id, _csrf))) => {
@@ -181,7 +185,7 @@ async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: axum::
             r.headers_mut().insert(header::SET_COOKIE, session_cookie(&headers, &id, SESSION_LIFETIME_MS / 1000));
             r
         }
-        Ok(None) => sign_in_page(StatusCode::UNAUTHORIZED, "That token is not valid, or it was revoked."),
+        Ok(None) => sign_in_page(Page::Unauthorized, "That token is not valid, or it was revoked."),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
@@ -195,7 +199,7 @@ async fn sign_out(State(state): State<AppState>, headers: HeaderMap, body: axum:
     if let Some((_, csrf)) = sess {
         let sent = form_field(&body, "csrf").unwrap_or_default();
         if !same_secret(&sent, &csrf) {
-            return ApiError::new(StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
+            return ApiError::Forbidden("missing or wrong CSRF token".into()).into_response();
         }
         if let Err(e) = state.catalog.close_session(&id).await {
             return ApiError::from(e).into_response();
@@ -275,7 +279,7 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
         return Ok(redirect("/"));
     };
     let raw = req.uri().path().strip_prefix("/ui").unwrap_or_default();
-    let (segs, _) = split_path(raw)?;
+    let (segs, _) = split_path(raw, "")?;
     let cat = &state.catalog;
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let mut crumbs = format!("<a href=\"/ui/\">{}</a>", esc(&user.name));
@@ -292,7 +296,7 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
             let mut live_cards = String::new();
             body.push_str("<h2>Cameras</h2><ul class=dirs>");
             for c in &cams {
-                let cam = cat.camera(user.id, &c.name).await?.ok_or_else(ApiError::not_found)?;
+                let cam = cat.camera(user.id, &c.name).await?.ok_or(ApiError::NotFound)?;
                 let live = cat.live_recording(cam.id).await?;
                 if let Some(rec) = &live {
                     live_cards.push_str(&live_card(&c.name, rec));
@@ -312,7 +316,7 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
             }
         }
         [camera] => {
-            let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
+            let cam = cat.camera(user.id, camera).await?.ok_or(ApiError::NotFound)?;
             if let Some(rec) = cat.live_recording(cam.id).await? {
                 body.push_str(&format!("<h2>Live now</h2><ul class=cards>{}</ul>", live_card(camera, &rec)));
             }
@@ -329,22 +333,22 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
             body.push_str("</ul>");
         }
         [camera, day] => {
-            let cam = cat.camera(user.id, camera).await?.ok_or_else(ApiError::not_found)?;
+            let cam = cat.camera(user.id, camera).await?.ok_or(ApiError::NotFound)?;
             let recs = cat.list_recordings(cam.id, day).await?;
             if recs.is_empty() {
-                return Err(ApiError::not_found());
+                return Err(ApiError::NotFound);
             }
             body.push_str("<h2>Recordings</h2><ul class=cards>");
             for r in &recs {
                 let file = format!("{}.mp4", r.name);
-                let start = crate::service::rfc3339(r.start_ms);
+                let start = crate::model::rfc3339(r.start_ms);
                 let time = start.get(11..19).unwrap_or_default();
                 let meta = format!("{time} UTC · {} · {}", human_duration(r.duration_ms), human_bytes(r.len_bytes));
                 body.push_str(&card(&[camera, day, &file], &r.name, r, &meta));
             }
             body.push_str("</ul>");
         }
-        _ => return Err(ApiError::not_found()),
+        _ => return Err(ApiError::NotFound),
     }
     let page = format!(
         "<header><a class=brand href=\"/ui/\">jitmux</a><nav>{crumbs}</nav><form method=post action=/signout>\
@@ -355,7 +359,7 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
     );
     let title = segs.last().copied().unwrap_or("Cameras");
     let head = format!("<meta name=csrf content=\"{}\"><script src=/static/app.js defer></script>", esc(&csrf));
-    Ok(html(StatusCode::OK, shell(title, &head, &page)))
+    Ok(html(Page::Ok, shell(title, &head, &page)))
 }
 
 #[cfg(test)]

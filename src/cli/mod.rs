@@ -1,0 +1,420 @@
+//! The `jitmux` command line (clap): one function per subcommand, wiring the layers together.
+//! Exit codes: 0 success, 1 failure of the environment (catalog, store), 2 bad arguments, 65
+//! bad input data (sysexits.h `EX_DATAERR`: a malformed playlist or segment, an unknown user).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::http::instance::Limits;
+use crate::http::{AppState, app};
+use crate::import::{ImportError, import_playlist};
+use crate::model::{ShareModes, check_name, day_and_name, parse_rfc3339_ms};
+use crate::store::{LocalDirStore, ObjectStore};
+
+/// Exit code for bad input data (sysexits.h EX_DATAERR).
+const EXIT_DATAERR: u8 = 65;
+/// Exit code for bad arguments.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "jitmux", version, about = "Just-in-time archive transmux: HLS segments served as MP4 files")]
+struct Cli {
+    /// Data directory of the embedded defaults: catalog.db and objects/.
+    #[arg(long, env = "JITMUX_DATA_DIR", default_value = "./jitmux-data", global = true)]
+    data_dir: PathBuf,
+    /// Catalog URL (sqlite:PATH or postgres://…); default sqlite:<data-dir>/catalog.db.
+    #[arg(long, env = "JITMUX_CATALOG_URL", global = true)]
+    catalog_url: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API.
+    Serve {
+        #[arg(long, env = "JITMUX_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// A live broadcast with no upload for this many seconds ends.
+        #[arg(long, env = "JITMUX_INGEST_IDLE_TIMEOUT", default_value_t = 30.0)]
+        ingest_idle_timeout: f64,
+        /// Largest accepted ingest upload (one segment, init or playlist), bytes.
+        #[arg(long, env = "JITMUX_INGEST_MAX_UPLOAD", default_value_t = 256 << 20)]
+        ingest_max_upload: usize,
+        /// Concurrent quasi-streams and live tails per user (more get 429).
+        #[arg(long, env = "JITMUX_USER_MAX_STREAMS", default_value_t = 16)]
+        user_max_streams: usize,
+        /// Concurrent full-file downloads per user (more get 429).
+        #[arg(long, env = "JITMUX_USER_MAX_DOWNLOADS", default_value_t = 16)]
+        user_max_downloads: usize,
+        /// Pieces made at once for all of a user's bodies together (fair share between users).
+        #[arg(long, env = "JITMUX_USER_MAX_WORKERS", default_value_t = 2)]
+        user_max_workers: usize,
+        /// A user's program instance unused this many seconds is evicted.
+        #[arg(long, env = "JITMUX_USER_IDLE_EVICT", default_value_t = 300.0)]
+        user_idle_evict: f64,
+    },
+    /// Import an HLS media playlist (VOD or EVENT) as a recording; prints its path in the tree.
+    ///
+    /// The recording is /CAMERA/DAY/NAME.mp4: DAY and NAME (HH-MM-SS) come from its wall-clock
+    /// start in UTC, which is --start, else the playlist's first #EXT-X-PROGRAM-DATE-TIME, else
+    /// the time of the import. A name already taken that day gets -2, -3, … appended.
+    Import {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        camera: String,
+        /// Wall-clock start (RFC 3339); default: #EXT-X-PROGRAM-DATE-TIME, else now.
+        #[arg(long)]
+        start: Option<String>,
+        /// File name in the day's folder, without .mp4 (default: the start time, HH-MM-SS).
+        #[arg(long)]
+        name: Option<String>,
+        playlist: PathBuf,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Manage cameras.
+    Camera {
+        #[command(subcommand)]
+        cmd: CameraCmd,
+    },
+    /// Print a signed URL for a file of a user's tree (works without a token until it expires).
+    Share {
+        #[arg(long)]
+        user: String,
+        /// Tree path: /CAMERA/DAY/NAME.mp4 or /CAMERA/live.mp4.
+        path: String,
+        /// Lifetime: 90, 90s, 15m, 1h, 7d (at most 30 days).
+        #[arg(long, default_value = "1h")]
+        expires: String,
+        /// Allowed modes: file, stream or file,stream.
+        #[arg(long, default_value = "file,stream")]
+        modes: String,
+        /// Where clients reach the server: the printed URL starts with it ("" prints the path
+        /// and query alone).
+        #[arg(long, env = "JITMUX_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+        base: String,
+    },
+    /// Manage signed-URL keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Import a bundled real camera clip for user `demo` and serve it.
+    Demo {
+        #[arg(long, env = "JITMUX_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum CameraCmd {
+    /// Create a camera (or take an existing one) and print a new ingest key as the last line:
+    /// it can only upload to this camera's live ingest (`PUT /v1/ingest/CAMERA/...`), never read.
+    Add {
+        #[arg(long)]
+        user: String,
+        camera: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user; prints an API token (named "default") as the last line.
+    Add { name: String },
+    /// Manage a user's API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Add an API token; prints it as the last line (only its hash is kept).
+    Add {
+        user: String,
+        /// The token's name.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List the user's tokens (name, created, revoked).
+    List { user: String },
+    /// Revoke the user's tokens with this name.
+    Revoke { user: String, name: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Add a new signed-URL key; it signs from now on, older keys still verify.
+    Rotate,
+    /// Retire a signed-URL key: links signed with it stop working.
+    Retire { kid: String },
+}
+
+/// A failure with its exit code.
+struct Failure(u8, String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(1, e.to_string())
+    }
+}
+
+fn data_error(msg: impl Into<String>) -> Failure {
+    Failure(EXIT_DATAERR, msg.into())
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The catalog and store of the embedded defaults (or `--catalog-url`).
+async fn open(cli: &Cli) -> Result<(Catalog, Arc<dyn ObjectStore>), Failure> {
+    std::fs::create_dir_all(&cli.data_dir).map_err(|e| format!("data dir {}: {e}", cli.data_dir.display()))?;
+    let url = match &cli.catalog_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite:{}", cli.data_dir.join("catalog.db").display()),
+    };
+    let catalog = Catalog::connect(&url).await?;
+    let store = LocalDirStore::new(cli.data_dir.join("objects"))?;
+    Ok((catalog, Arc::new(store)))
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let (catalog, store) = open(&cli).await?;
+    match cli.cmd {
+        Cmd::Serve {
+            listen,
+            ingest_idle_timeout,
+            ingest_max_upload,
+            user_max_streams,
+            user_max_downloads,
+            user_max_workers,
+            user_idle_evict,
+        } => {
+            let limits = Limits {
+                max_streams: user_max_streams,
+                max_downloads: user_max_downloads,
+                max_workers: user_max_workers,
+            };
+            let idle = secs(ingest_idle_timeout, "--ingest-idle-timeout")?;
+            let evict = secs(user_idle_evict, "--user-idle-evict")?;
+            serve(catalog, store, listen, idle, ingest_max_upload, limits, evict).await
+        }
+        Cmd::Import { user, camera, start, name, playlist } => {
+            import(&catalog, store, &user, &camera, start, name, playlist).await
+        }
+        Cmd::User { cmd: UserCmd::Add { name } } => user_add(&catalog, &name).await,
+        Cmd::User { cmd: UserCmd::Token { cmd } } => user_token(&catalog, cmd).await,
+        Cmd::Camera { cmd: CameraCmd::Add { user, camera } } => camera_add(&catalog, &user, &camera).await,
+        Cmd::Share { user, path, expires, modes, base } => share(&catalog, &user, &path, &expires, &modes, &base).await,
+        Cmd::Keys { cmd } => keys(&catalog, cmd).await,
+        Cmd::Demo { listen } => demo(catalog, store, listen).await,
+    }
+}
+
+fn secs(v: f64, flag: &str) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| Failure(EXIT_USAGE, format!("{flag} must be a positive number of seconds")))
+}
+
+async fn user_of(catalog: &Catalog, name: &str) -> Result<crate::catalog::User, Failure> {
+    catalog.user_by_name(name).await?.ok_or_else(|| data_error(format!("unknown user {name:?}")))
+}
+
+/// `jitmux serve`.
+async fn serve(
+    catalog: Catalog,
+    store: Arc<dyn ObjectStore>,
+    listen: SocketAddr,
+    idle: Duration,
+    max_upload: usize,
+    limits: Limits,
+    evict: Duration,
+) -> Result<(), Failure> {
+    let mut state = AppState::new(catalog, store, idle, limits, evict);
+    if let Some(ingest) = Arc::get_mut(&mut state.ingest) {
+        ingest.max_upload_bytes = max_upload;
+    }
+    run_server(state, listen).await
+}
+
+/// `jitmux import`.
+async fn import(
+    catalog: &Catalog,
+    store: Arc<dyn ObjectStore>,
+    user: &str,
+    camera: &str,
+    start: Option<String>,
+    name: Option<String>,
+    playlist: PathBuf,
+) -> Result<(), Failure> {
+    let start_ms = match start {
+        Some(s) => {
+            Some(parse_rfc3339_ms(&s).ok_or_else(|| Failure(EXIT_USAGE, format!("--start {s:?} is not RFC 3339")))?)
+        }
+        None => None,
+    };
+    let rec = import_playlist(catalog, store.as_ref(), user, camera, &playlist, start_ms, name.as_deref())
+        .await
+        .map_err(|e| match e {
+            ImportError::Input(m) => data_error(m),
+            e => Failure(1, e.to_string()),
+        })?;
+    println!("/{camera}/{}/{}.mp4", rec.day, rec.name);
+    Ok(())
+}
+
+/// `jitmux user add`.
+async fn user_add(catalog: &Catalog, name: &str) -> Result<(), Failure> {
+    check_name(name).map_err(|e| data_error(format!("user name {name:?}: {e}")))?;
+    let (user, token) = catalog.add_user(name).await.map_err(|e| match e {
+        CatalogError::Conflict(m) => data_error(m),
+        e => Failure(1, e.to_string()),
+    })?;
+    println!("created user {} (id {})", user.name, user.id);
+    println!("{token}");
+    Ok(())
+}
+
+/// `jitmux user token add|list|revoke`.
+async fn user_token(catalog: &Catalog, cmd: TokenCmd) -> Result<(), Failure> {
+    match cmd {
+        TokenCmd::Add { user, name } => {
+            println!("{}", catalog.add_token(user_of(catalog, &user).await?.id, &name).await?)
+        }
+        TokenCmd::List { user } => {
+            for t in catalog.list_tokens(user_of(catalog, &user).await?.id).await? {
+                let state = t.revoked_ms.map_or("active".into(), |r| format!("revoked {r}"));
+                println!("{}\tcreated {}\t{state}", t.name, t.created_ms);
+            }
+        }
+        TokenCmd::Revoke { user, name } => {
+            let n = catalog.revoke_tokens(user_of(catalog, &user).await?.id, &name).await?;
+            if n == 0 {
+                return Err(data_error(format!("no active token named {name:?}")));
+            }
+            println!("revoked {n} token(s)");
+        }
+    }
+    Ok(())
+}
+
+/// `jitmux camera add`.
+async fn camera_add(catalog: &Catalog, user: &str, camera: &str) -> Result<(), Failure> {
+    check_name(camera).map_err(|e| data_error(format!("camera name {camera:?}: {e}")))?;
+    let user = user_of(catalog, user).await?;
+    let cam = catalog.camera_get_or_create(user.id, camera).await?;
+    println!("camera {camera} of {}: ingest at /v1/ingest/{camera}/index.m3u8", user.name);
+    println!("{}", catalog.new_ingest_key(cam.id).await?);
+    Ok(())
+}
+
+/// `jitmux share`.
+async fn share(
+    catalog: &Catalog,
+    user: &str,
+    path: &str,
+    expires: &str,
+    modes: &str,
+    base: &str,
+) -> Result<(), Failure> {
+    let user = user_of(catalog, user).await?;
+    let secs = crate::share::parse_duration_s(expires)
+        .ok_or_else(|| Failure(EXIT_USAGE, format!("--expires {expires:?}: use 90, 90s, 15m, 1h or 7d")))?;
+    let modes = ShareModes::parse(modes)
+        .ok_or_else(|| Failure(EXIT_USAGE, format!("--modes {modes:?}: use file, stream or file,stream")))?;
+    let (link, _) = crate::http::share::signed_link(catalog, &user, path, secs, modes)
+        .await
+        .map_err(|e| data_error(format!("{path}: {e}")))?;
+    println!("{}{link}", base.trim_end_matches('/'));
+    Ok(())
+}
+
+/// `jitmux keys rotate|retire`.
+async fn keys(catalog: &Catalog, cmd: KeysCmd) -> Result<(), Failure> {
+    match cmd {
+        KeysCmd::Rotate => println!("{}", catalog.rotate_signing_key().await?.0),
+        KeysCmd::Retire { kid } => {
+            if !catalog.retire_signing_key(&kid).await? {
+                return Err(data_error(format!("no active key {kid:?}")));
+            }
+            println!("retired {kid}");
+        }
+    }
+    Ok(())
+}
+
+/// Recording start of the bundled demo clip, so its path is stable.
+const DEMO_START: &str = "2026-01-15T08:30:00Z";
+
+/// `jitmux demo`: a bundled real camera clip for user `demo`, then serve.
+async fn demo(catalog: Catalog, store: Arc<dyn ObjectStore>, listen: SocketAddr) -> Result<(), Failure> {
+    let user = match catalog.user_by_name("demo").await? {
+        Some(u) => u,
+        None => catalog.add_user("demo").await?.0,
+    };
+    let token = catalog.add_token(user.id, "demo").await?;
+    let cam = catalog.camera_get_or_create(user.id, "driveway").await?;
+    let start_ms = parse_rfc3339_ms(DEMO_START).ok_or_else(|| Failure(1, "demo start time".into()))?;
+    let (day, name) = day_and_name(start_ms);
+    if catalog.recording(cam.id, &day, &name).await?.is_none() {
+        let playlist = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/sets/r02_intel_car_ts/index.m3u8"));
+        import_playlist(&catalog, store.as_ref(), "demo", "driveway", &playlist, Some(start_ms), None)
+            .await
+            .map_err(|e| Failure(1, format!("demo import: {e}")))?;
+    }
+    let url = format!("http://{listen}/v1/files/driveway/{day}/{name}.mp4");
+    println!("demo user token: {token}");
+    println!("web page: http://{listen}/ (sign in with the token)");
+    println!(
+        "tree:     curl -H 'Authorization: Bearer {token}' -H 'Accept: application/json' http://{listen}/v1/files/driveway/{day}/"
+    );
+    println!("download: curl -H 'Authorization: Bearer {token}' -o demo.mp4 {url}");
+    println!("play:     ffplay -headers $'Authorization: Bearer {token}\\r\\n' {url}");
+    let state = AppState::new(catalog, store, Duration::from_secs(30), Limits::default(), Duration::from_secs(300));
+    run_server(state, listen).await
+}
+
+async fn run_server(state: AppState, listen: SocketAddr) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("listening on http://{}", listener.local_addr()?);
+    tokio::spawn(state.ingest.clone().sweep_idle());
+    tokio::spawn(state.instances.clone().sweep());
+    tokio::select! {
+        r = crate::http::serve_on(listener, app(state)) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Any byte range of a file's full MP4, made as it is read.
+
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use super::cache::{LoadedFile, segment_chunk};
+use super::{File, MediaError, UserMedia};
+use crate::catalog::Catalog;
+use crate::format::index::Container;
+use crate::format::mp4::Layout;
+use crate::store::ObjectStore as _;
+
+/// Largest piece of body made at once, bytes.
+pub const PIECE_BYTES: u64 = 1 << 20;
+/// Pieces queued between a producer and its reader.
+pub(super) const CHANNEL_PIECES: usize = 2;
+/// Pieces fetched concurrently ahead of the one being sent.
+const LOOKAHEAD: usize = 3;
+
+/// The bytes of a body, in order; an error ends it.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, MediaError>> + Send>>;
+
+pub(super) type Tx = tokio::sync::mpsc::Sender<Result<Bytes, MediaError>>;
+
+/// Runs `produce` in a task of its own that sends into a channel of [`CHANNEL_PIECES`], and
+/// returns the receiving end: the next pieces are made while the reader writes the current one,
+/// memory stays bounded, and dropping the stream stops the producer at its next send.
+pub(super) fn spawn_producer<F>(what: &'static str, produce: impl FnOnce(Tx) -> F + Send + 'static) -> BodyStream
+where
+    F: std::future::Future<Output = Result<(), MediaError>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_PIECES);
+    tokio::spawn(async move {
+        if let Err(e) = produce(tx.clone()).await {
+            tracing::warn!("{what} production failed: {e}");
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+/// Bytes `range` (`start..end`, end exclusive, within `file.len_bytes()`) of `file`'s full MP4.
+///
+/// Bytes of the head come from the stored head object (constant time, whatever the file's
+/// length) unless the layout is already cached; the layout, needed for `mdat` bytes, is built
+/// meanwhile. fMP4 chunks are ranged reads of the stored segment; MPEG-TS chunks come from the
+/// user's segment cache (one read and one transmux per segment). Errors end the stream; a file
+/// whose recording grew or changed since `file` was resolved ends with [`MediaError::Changed`].
+pub fn body(catalog: Catalog, media: Arc<UserMedia>, file: File, range: Range<u64>) -> BodyStream {
+    spawn_producer("body", move |tx| async move { produce(&catalog, &media, &file, range, &tx).await })
+}
+
+async fn produce(
+    catalog: &Catalog,
+    media: &Arc<UserMedia>,
+    file: &File,
+    range: Range<u64>,
+    tx: &Tx,
+) -> Result<(), MediaError> {
+    let head_len = file.head_len_bytes();
+    let mut pos = range.start;
+    if pos < head_len && !media.cache.has_layout(file) {
+        let build = (range.end > head_len).then(|| {
+            let (catalog, media, file) = (catalog.clone(), media.clone(), file.clone());
+            tokio::spawn(async move { media.load(&catalog, &file).await })
+        });
+        let end = range.end.min(head_len);
+        let key = crate::model::keys::head(media.user, file.etag());
+        match media.store.get_range(&key, pos..end).await {
+            Ok(head) => {
+                for off in (0..head.len()).step_by(PIECE_BYTES as usize) {
+                    let piece = head.slice(off..head.len().min(off + PIECE_BYTES as usize));
+                    if tx.send(Ok(piece)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                pos = end;
+            }
+            // No stored head (a live recording): served from the layout below.
+            Err(crate::store::StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(build) = build {
+            build.await.map_err(|e| MediaError::Task(e.to_string()))??;
+        }
+        if pos >= range.end {
+            return Ok(());
+        }
+    }
+    let loaded = media.load(catalog, file).await?;
+    if loaded.layout.len_bytes != file.len_bytes() || loaded.etag != file.etag() {
+        return Err(MediaError::Changed(file.recording().id));
+    }
+    let mut pieces = Vec::new();
+    if pos < loaded.head.len() as u64 {
+        let end = range.end.min(loaded.head.len() as u64);
+        pieces.push(Piece::Static(loaded.head.slice(pos as usize..end as usize)));
+        pos = end;
+    }
+    file_pieces(&loaded.layout, pos..range.end, &mut pieces);
+    send_pieces(media, &loaded, futures::stream::iter(pieces), false, tx).await.map(|_| ())
+}
+
+/// A part of a body.
+pub(super) enum Piece {
+    /// Bytes already made (head, `moof`).
+    Static(Bytes),
+    /// `n` bytes at offset `off` of output chunk `ci`.
+    Chunk { ci: usize, off: u64, n: u64 },
+}
+
+/// Appends the pieces of `range` (inside the `mdat` payload) of the full file: at most
+/// [`PIECE_BYTES`] each, never crossing a chunk.
+pub(super) fn file_pieces(layout: &Layout, range: Range<u64>, pieces: &mut Vec<Piece>) {
+    let mut pos = range.start;
+    while pos < range.end {
+        let ci = layout.chunk_at(pos);
+        let Some(c) = layout.chunks.get(ci) else { return };
+        let off = pos - c.out_start;
+        let n = (range.end - pos).min(c.len_bytes - off).min(PIECE_BYTES);
+        pieces.push(Piece::Chunk { ci, off, n });
+        pos += n;
+    }
+}
+
+/// Fetches pieces (up to [`LOOKAHEAD`] concurrently, so the next chunk is read and transmuxed
+/// while the current one is written) and sends them in order. `shared`: take whole segments
+/// through the user's segment cache (one store read per segment for all concurrent viewers)
+/// rather than reading exactly the piece. Ok(false) when the receiver is gone.
+pub(super) async fn send_pieces(
+    media: &UserMedia,
+    loaded: &LoadedFile,
+    pieces: impl Stream<Item = Piece>,
+    shared: bool,
+    tx: &Tx,
+) -> Result<bool, MediaError> {
+    let mut stream = std::pin::pin!(pieces.map(|p| fetch_piece(media, loaded, p, shared)).buffered(LOOKAHEAD));
+    while let Some(piece) = stream.next().await {
+        if tx.send(Ok(piece?)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn fetch_piece(media: &UserMedia, loaded: &LoadedFile, piece: Piece, shared: bool) -> Result<Bytes, MediaError> {
+    let (ci, off, n) = match piece {
+        Piece::Static(b) => return Ok(b),
+        Piece::Chunk { ci, off, n } => (ci, off, n),
+    };
+    let c = loaded.layout.chunks[ci];
+    let seg = &loaded.layout.segments[c.segment as usize];
+    let key = &loaded.object_keys[c.segment as usize];
+    match seg.container {
+        Container::Fmp4 if !shared => {
+            let start = seg.tracks[c.track as usize].chunks[c.chunk as usize].src_start + off;
+            let _worker = media.worker().await?;
+            Ok(media.store.get_range(key, start..start + n).await?)
+        }
+        _ => {
+            let bytes = segment_chunk(media, key, seg, c.track, c.chunk).await?;
+            Ok(bytes.slice(off as usize..(off + n) as usize))
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! A user's layouts and transmuxed segments, built once and shared.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use super::{File, FileSpec, MediaError, UserMedia};
+use crate::catalog::Catalog;
+use crate::format::index::{Container, SegmentIndex};
+use crate::format::mp4::{Layout, SegmentInput};
+use crate::store::ObjectStore as _;
+
+/// A file's layout with what serving it needs.
+#[derive(Debug)]
+pub struct LoadedFile {
+    pub layout: Layout,
+    /// `ftyp` + `moov` + `mdat` header as shared bytes.
+    pub head: Bytes,
+    /// Strong ETag value (no quotes).
+    pub etag: String,
+    /// Object key of each segment, parallel to `layout.segments`.
+    pub object_keys: Vec<String>,
+}
+
+/// Layouts cached per user.
+const LAYOUTS: usize = 8;
+/// Segments whose output chunks are cached per user.
+const SEGMENTS: usize = 32;
+
+/// A layout built once and shared by concurrent requests.
+type LayoutCell = Arc<tokio::sync::OnceCell<Arc<LoadedFile>>>;
+
+/// Output chunks of one segment, `[track][chunk]`.
+pub(super) type SegChunks = Arc<Vec<Vec<Bytes>>>;
+
+/// Recently used layouts (by spec and version) and output chunks of recently used segments (by
+/// object key); concurrent requests for the same entry build it once (every live viewer when a
+/// segment lands, a request's look-ahead).
+pub(super) struct Cache {
+    layouts: Mutex<LruCache<(FileSpec, i64), LayoutCell>>,
+    segments: Mutex<LruCache<String, Arc<tokio::sync::OnceCell<SegChunks>>>>,
+}
+
+impl Cache {
+    pub(super) fn new() -> Self {
+        let n = |v: usize| NonZeroUsize::new(v).unwrap_or(NonZeroUsize::MIN);
+        Cache { layouts: Mutex::new(LruCache::new(n(LAYOUTS))), segments: Mutex::new(LruCache::new(n(SEGMENTS))) }
+    }
+
+    /// Whether the layout of `file` is cached and built.
+    pub(super) fn has_layout(&self, file: &File) -> bool {
+        let key = (file.spec().clone(), file.version());
+        self.layouts.lock().unwrap_or_else(PoisonError::into_inner).peek(&key).is_some_and(|c| c.initialized())
+    }
+
+    pub(super) async fn load(&self, catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaError> {
+        let key = (file.spec().clone(), file.version());
+        let cell =
+            self.layouts.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(key, Default::default).clone();
+        Ok(cell.get_or_try_init(|| build(catalog, file)).await?.clone())
+    }
+
+    fn segment_cell(&self, key: &str) -> Arc<tokio::sync::OnceCell<SegChunks>> {
+        let mut m = self.segments.lock().unwrap_or_else(PoisonError::into_inner);
+        m.get_or_insert(key.to_string(), Default::default).clone()
+    }
+}
+
+/// Builds a file's layout from the catalog's sample indexes (reads no segment); decoding and
+/// layout run on the blocking pool.
+async fn build(catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaError> {
+    let t0 = std::time::Instant::now();
+    let mut parts = Vec::with_capacity(file.spec().parts.len());
+    for (i, part) in file.spec().parts.iter().enumerate() {
+        let segs = catalog.segments(part.recording).await?;
+        if segs.is_empty() && i == 0 && catalog.recording_by_id(part.recording).await?.is_none() {
+            return Err(MediaError::Gone(part.recording));
+        }
+        parts.push((part.recording, segs));
+    }
+    let t_fetch = t0.elapsed();
+    let loaded = tokio::task::spawn_blocking(move || -> Result<LoadedFile, MediaError> {
+        let t1 = std::time::Instant::now();
+        let mut inputs = Vec::new();
+        let mut etag = crate::model::EtagHasher::default();
+        let mut object_keys = Vec::new();
+        let first = parts.first().map(|p| p.0);
+        for (p, (recording, segs)) in parts.iter().enumerate() {
+            for (i, s) in segs.iter().enumerate() {
+                let index = SegmentIndex::decode(&s.sample_index).map_err(|source| MediaError::Index {
+                    recording: *recording,
+                    seq: s.seq,
+                    source,
+                })?;
+                // A part after the first starts a new run of the timeline.
+                let join_before = s.join_before || (p > 0 && i == 0);
+                inputs.push(SegmentInput { index: Arc::new(index), join_before });
+                etag.push(&s.sha256, &s.sample_index, join_before);
+                object_keys.push(s.object_key.clone());
+            }
+        }
+        let t_decode = t1.elapsed();
+        let layout =
+            Layout::build(&inputs).map_err(|e| MediaError::Layout(first.unwrap_or(crate::model::RecordingId(0)), e))?;
+        tracing::debug!(
+            segments = inputs.len(),
+            fetch_ms = t_fetch.as_secs_f64() * 1e3,
+            decode_ms = t_decode.as_secs_f64() * 1e3,
+            build_ms = (t1.elapsed() - t_decode).as_secs_f64() * 1e3,
+            "layout built"
+        );
+        Ok(LoadedFile { head: Bytes::copy_from_slice(&layout.head), layout, etag: etag.value(), object_keys })
+    })
+    .await
+    .map_err(|e| MediaError::Task(e.to_string()))??;
+    Ok(Arc::new(loaded))
+}
+
+/// The output bytes of one chunk through the user's segment cache. On a miss, every chunk of
+/// the segment is made from one read of the stored segment (transmuxed for MPEG-TS, sliced for
+/// fMP4): the output visits a segment's chunks one after another, and concurrent callers (live
+/// viewers, a request's look-ahead) share that one read.
+pub(super) async fn segment_chunk(
+    media: &UserMedia,
+    key: &str,
+    seg: &Arc<SegmentIndex>,
+    track: u8,
+    chunk: u32,
+) -> Result<Bytes, MediaError> {
+    let cell = media.cache.segment_cell(key);
+    let chunks = cell.get_or_try_init(|| make_segment_chunks(media, key, seg.clone())).await?;
+    chunks.get(track as usize).and_then(|t| t.get(chunk as usize)).cloned().ok_or_else(|| MediaError::Transmux {
+        key: key.to_string(),
+        source: crate::format::FormatError::new(0, format!("no chunk {chunk} of track {track}")),
+    })
+}
+
+async fn make_segment_chunks(media: &UserMedia, key: &str, seg: Arc<SegmentIndex>) -> Result<SegChunks, MediaError> {
+    // Reading and transmuxing take one of the user's workers (waiting for another request's
+    // work on the same segment takes none).
+    let _worker = media.worker().await?;
+    let chunks = || seg.tracks.iter().flat_map(|t| t.chunks.iter());
+    let (Some(lo), Some(hi)) = (chunks().map(|c| c.src_start).min(), chunks().map(|c| c.src_end).max()) else {
+        return Ok(Arc::new(Vec::new()));
+    };
+    let src = media.store.get_range(key, lo..hi).await?;
+    if seg.container == Container::Fmp4 {
+        let made = seg
+            .tracks
+            .iter()
+            .map(|t| {
+                t.chunks.iter().map(|c| src.slice((c.src_start - lo) as usize..(c.src_end - lo) as usize)).collect()
+            })
+            .collect();
+        return Ok(Arc::new(made));
+    }
+    let key = key.to_string();
+    tokio::task::spawn_blocking(move || -> Result<SegChunks, MediaError> {
+        let mut made = Vec::with_capacity(seg.tracks.len());
+        for t in &seg.tracks {
+            let mut per_track = Vec::with_capacity(t.chunks.len());
+            for c in &t.chunks {
+                let mut out = Vec::with_capacity(c.len_bytes as usize);
+                let range = (c.src_start - lo) as usize..(c.src_end - lo) as usize;
+                crate::format::ts::transmux_chunk(t, c, &src[range], &mut out)
+                    .map_err(|source| MediaError::Transmux { key: key.clone(), source })?;
+                per_track.push(Bytes::from(out));
+            }
+            made.push(per_track);
+        }
+        Ok(Arc::new(made))
+    })
+    .await
+    .map_err(|e| MediaError::Task(e.to_string()))?
+}

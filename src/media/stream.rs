@@ -1,0 +1,118 @@
+//! The quasi-stream: a file as a fragmented MP4 made as it is sent, and for a live recording the
+//! live tail that follows it as segments land.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::body::{BodyStream, Piece, Tx, file_pieces, send_pieces, spawn_producer};
+use super::{File, MediaError, UserMedia};
+use crate::catalog::Catalog;
+use crate::format::frag;
+use crate::format::index::TrackKind;
+use crate::format::mp4::Layout;
+
+/// A live viewer more than this many segments behind the newest skips ahead to the newest
+/// segment that begins with a sync sample.
+pub const MAX_BEHIND_SEGMENTS: u32 = 4;
+
+/// How often a live viewer re-reads the catalog when no in-process announcement came (ingest on
+/// another node).
+const LIVE_POLL: Duration = Duration::from_secs(1);
+
+/// The quasi-stream of `file`: a fragmented MP4 (ISO/IEC 14496-12 §8.8) from the sync sample at
+/// or before `start_s` (seconds), one `moof` + `mdat` per segment whose `mdat` holds exactly the
+/// bytes the full file holds for those samples. Memory is bounded (a few pieces in flight and
+/// queued); dropping the stream stops the producer.
+///
+/// For a live recording it is the live tail: without `start_s` it starts at the newest segment
+/// that begins with a sync sample (the latest GOP, at once), then sends a fragment as each new
+/// segment lands (announced by this node's catalog, or seen by polling it), skips ahead when the
+/// viewer falls more than [`MAX_BEHIND_SEGMENTS`] behind, and ends when the broadcast ends.
+pub fn fragments(catalog: Catalog, media: Arc<UserMedia>, file: File, start_s: Option<f64>) -> BodyStream {
+    spawn_producer("stream", move |tx| async move { produce(&catalog, &media, file, start_s, &tx).await })
+}
+
+async fn produce(
+    catalog: &Catalog,
+    media: &Arc<UserMedia>,
+    mut file: File,
+    start_s: Option<f64>,
+    tx: &Tx,
+) -> Result<(), MediaError> {
+    let id = file.recording().id;
+    // Subscribe before reading, so no append between the two is missed.
+    let mut changes = catalog.changes().subscribe(id);
+    let mut loaded = media.load(catalog, &file).await?;
+    if tx.send(Ok(Bytes::from(frag::init_segment(&loaded.layout)))).await.is_err() {
+        return Ok(());
+    }
+    let (mut next, mut from) = match start_s {
+        Some(s) => frag::start_point(&loaded.layout, s),
+        None if file.live() => (newest_sync_segment(&loaded.layout, 0), Vec::new()),
+        None => frag::start_point(&loaded.layout, 0.0),
+    };
+    loop {
+        let n = loaded.layout.segments.len() as u32;
+        if file.live() && n.saturating_sub(next) > MAX_BEHIND_SEGMENTS {
+            next = newest_sync_segment(&loaded.layout, next);
+            from.clear();
+        }
+        if next < n {
+            let layout = &loaded.layout;
+            let first = next;
+            let pieces = futures::stream::iter(first..n).flat_map(|s| {
+                let mut pieces = Vec::new();
+                let from: &[Option<u32>] = if s == first { &from } else { &[] };
+                if let Some(plan) = frag::plan_fragment(layout, s, from) {
+                    pieces.push(Piece::Static(Bytes::from(frag::fragment_header(layout, &plan))));
+                    for t in &plan.trafs {
+                        file_pieces(layout, t.file_range.clone(), &mut pieces);
+                    }
+                }
+                futures::stream::iter(pieces)
+            });
+            if !send_pieces(media, &loaded, pieces, true, tx).await? {
+                return Ok(());
+            }
+            next = n;
+            from.clear();
+        }
+        if !file.live() {
+            return Ok(());
+        }
+        // Wait for the recording to grow or end: announced by this node's catalog, or seen in
+        // the catalog (ingest on another node). A closed receiver (viewer gone) stops us.
+        loop {
+            let now = tokio::select! {
+                _ = changes.changed() => changes.borrow_and_update().clone(),
+                _ = tokio::time::sleep(LIVE_POLL) => {
+                    Some(catalog.recording_by_id(id).await?.ok_or(MediaError::Gone(id))?)
+                }
+                _ = tx.closed() => return Ok(()),
+            };
+            let old = file.recording();
+            if let Some(now) = now.filter(|n| n.updated_ms > old.updated_ms || n.live != old.live) {
+                file = File::whole(now);
+                break;
+            }
+        }
+        loaded = media.load(catalog, &file).await?;
+    }
+}
+
+/// The newest segment at or after `at_least` whose video samples begin with a sync sample (any
+/// segment for audio-only recordings); `at_least` if none.
+fn newest_sync_segment(layout: &Layout, at_least: u32) -> u32 {
+    let Some(video) = layout.tracks.iter().find(|t| t.kind == TrackKind::Video) else {
+        return (layout.segments.len() as u32).saturating_sub(1).max(at_least);
+    };
+    video
+        .runs
+        .iter()
+        .rev()
+        .find(|r| r.segment >= at_least && video.samples.get(r.first as usize).is_some_and(|s| s.sync))
+        .map_or(at_least, |r| r.segment)
+}

@@ -1,0 +1,154 @@
+//! Live ingest through its driver, in process: a store that fails writes (the finished file's
+//! head, a segment) and a catalog that refuses an append leave no phantom segment, and the
+//! broadcast goes on to the same file an import of what arrived makes.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use jitmux::catalog::Catalog;
+use jitmux::ingest::{Ingest, IngestError};
+use jitmux::store::{LocalDirStore, ObjectStore, StoreError};
+
+/// A local store whose writes fail for head objects always, and for one chosen key once.
+struct FailingStore {
+    inner: LocalDirStore,
+    fail_once: std::sync::Mutex<Option<String>>,
+    head_puts_refused: AtomicBool,
+}
+
+#[async_trait]
+impl ObjectStore for FailingStore {
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let io = |what: &str| StoreError::Io { key: key.to_string(), source: std::io::Error::other(what.to_string()) };
+        if key.contains("/heads/") {
+            self.head_puts_refused.store(true, Ordering::SeqCst);
+            return Err(io("injected: head writes fail"));
+        }
+        let fail = {
+            let mut once = self.fail_once.lock().unwrap();
+            let hit = once.as_deref() == Some(key);
+            if hit {
+                *once = None;
+            }
+            hit
+        };
+        if fail {
+            return Err(io("injected: this segment's write fails"));
+        }
+        self.inner.put(key, data).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+}
+
+fn seg(i: u32) -> Bytes {
+    let p = format!("{}/fixtures/sets/s13_h264_only_ts_2s/seg_{i:05}.ts", env!("CARGO_MANIFEST_DIR"));
+    Bytes::from(std::fs::read(p).unwrap())
+}
+
+fn playlist(n: u32, ended: bool) -> Bytes {
+    let mut p = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n".to_string();
+    for i in 0..n {
+        p += &format!("#EXTINF:2.0,\nseg_{i:05}.ts\n");
+    }
+    if ended {
+        p += "#EXT-X-ENDLIST\n";
+    }
+    Bytes::from(p)
+}
+
+#[tokio::test]
+async fn failed_writes_leave_no_phantom_segment_and_the_broadcast_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("catalog.db");
+    let catalog = Catalog::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    let (user, _) = catalog.add_user("alice").await.unwrap();
+    let cam = catalog.camera_get_or_create(user.id, "porch").await.unwrap();
+    let seg2_key = jitmux::model::keys::segment(user.id, &jitmux::model::sha256_hex(&seg(2)), "ts");
+    let store = Arc::new(FailingStore {
+        inner: LocalDirStore::new(dir.path().join("objects")).unwrap(),
+        fail_once: std::sync::Mutex::new(Some(seg2_key)),
+        head_puts_refused: AtomicBool::new(false),
+    });
+    let ingest = Ingest::new(catalog.clone(), store.clone(), std::time::Duration::from_secs(30));
+    // The catalog refuses to record segment 1 while `refuse` holds a row (a real SQLite error in
+    // the append's transaction, as a lost connection would give).
+    let admin = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    for sql in [
+        "CREATE TABLE refuse (x INTEGER)",
+        "INSERT INTO refuse VALUES (1)",
+        "CREATE TRIGGER refuse_seq_1 BEFORE INSERT ON segments WHEN NEW.seq = 1 AND EXISTS (SELECT 1 FROM refuse) \
+         BEGIN SELECT RAISE(ABORT, 'injected: the catalog refuses this append'); END",
+    ] {
+        sqlx::query(sql).execute(&admin).await.unwrap();
+    }
+
+    ingest.upload(&cam, "seg_00000.ts", seg(0)).await.unwrap();
+    ingest.upload(&cam, "index.m3u8", playlist(1, false)).await.unwrap();
+    ingest.upload(&cam, "seg_00001.ts", seg(1)).await.unwrap();
+    let refused = ingest.upload(&cam, "index.m3u8", playlist(2, false)).await;
+    assert!(matches!(refused, Err(IngestError::Catalog(_))), "{refused:?}");
+    let live = catalog.live_recording(cam.id).await.unwrap().unwrap();
+    assert_eq!(catalog.segments(live.id).await.unwrap().len(), 1, "nothing of segment 1 is recorded");
+    sqlx::query("DELETE FROM refuse").execute(&admin).await.unwrap();
+
+    // Segment 2's object cannot be stored: it is refused and becomes a gap.
+    let refused = ingest.upload(&cam, "seg_00002.ts", seg(2)).await;
+    assert!(matches!(refused, Err(IngestError::Store(_))), "{refused:?}");
+    ingest.upload(&cam, "seg_00003.ts", seg(3)).await.unwrap();
+    // The next playlist appends segment 1 (retried), gives up 2, appends 3 and ends; storing the
+    // finished file's head fails, which only costs its fast first bytes.
+    ingest.upload(&cam, "index.m3u8", playlist(4, true)).await.unwrap();
+    assert!(store.head_puts_refused.load(Ordering::SeqCst));
+
+    let rec = catalog.recording_by_id(live.id).await.unwrap().unwrap();
+    assert!(!rec.live, "ended by EXT-X-ENDLIST");
+    let segs = catalog.segments(rec.id).await.unwrap();
+    let got: Vec<(i64, &str, bool)> = segs.iter().map(|s| (s.seq, s.source_name.as_str(), s.join_before)).collect();
+    assert_eq!(got, [(0, "seg_00000.ts", false), (1, "seg_00001.ts", false), (2, "seg_00003.ts", true)]);
+
+    // The same segments imported with segment 2 marked as a gap make the very same file.
+    let src = tempfile::tempdir().unwrap();
+    let mut pl = "#EXTM3U\n#EXT-X-VERSION:8\n#EXT-X-TARGETDURATION:2\n".to_string();
+    for i in 0..4u32 {
+        let name = format!("seg_{i:05}.ts");
+        if i == 2 {
+            pl += "#EXT-X-GAP\n";
+        } else {
+            std::fs::write(src.path().join(&name), seg(i)).unwrap();
+        }
+        pl += &format!("#EXTINF:2.0,\n{name}\n");
+    }
+    pl += "#EXT-X-ENDLIST\n";
+    std::fs::write(src.path().join("index.m3u8"), pl).unwrap();
+    let plain: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().join("objects2")).unwrap());
+    let imported = jitmux::import::import_playlist(
+        &catalog,
+        plain.as_ref(),
+        "alice",
+        "import",
+        &src.path().join("index.m3u8"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!((rec.etag.as_str(), rec.len_bytes), (imported.etag.as_str(), imported.len_bytes));
+    let media = Arc::new(jitmux::media::UserMedia::new(store.clone(), user.id, 2));
+    let file = jitmux::media::File::whole(rec);
+    let bytes = jitmux::media::read_range(&catalog, &media, &file, 0..file.len_bytes()).await.unwrap();
+    assert_eq!(bytes.len() as u64, file.len_bytes(), "served from the layout (no head object)");
+}

@@ -1,0 +1,94 @@
+//! The media layer alone: any byte range of a file and its quasi-stream are made with no HTTP
+//! request and no `AppState`, and they equal the bytes the server sends for the same file.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use futures::StreamExt;
+use http::Request;
+use http_body_util::BodyExt;
+use jitmux::catalog::Catalog;
+use jitmux::http::{AppState, app};
+use jitmux::media::{self, File, UserMedia};
+use jitmux::store::{LocalDirStore, ObjectStore};
+use tower::ServiceExt;
+
+async fn server_bytes(app: &axum::Router, token: &str, uri: &str, range: Option<String>) -> (u16, Vec<u8>) {
+    let mut req = Request::get(uri).header("authorization", format!("Bearer {token}"));
+    if let Some(r) = range {
+        req = req.header("range", r);
+    }
+    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn any_range_and_the_stream_through_media_equal_what_the_server_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::connect(&format!("sqlite:{}", dir.path().join("catalog.db").display())).await.unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().join("objects")).unwrap());
+    let (user, token) = catalog.add_user("alice").await.unwrap();
+    let router = app(AppState::new(
+        catalog.clone(),
+        store.clone(),
+        std::time::Duration::from_secs(30),
+        Default::default(),
+        std::time::Duration::from_secs(300),
+    ));
+    // A separate UserMedia from the server's own: nothing is shared but the catalog and store.
+    let media = Arc::new(UserMedia::new(store.clone(), user.id, 2));
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for set in ["s01_h264_aac_ts_2s", "s06_h264_aac_fmp4_discontinuity", "c01_h264_2aac_lang_ts"] {
+        let playlist =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sets").join(set).join("index.m3u8");
+        let start = jitmux::model::parse_rfc3339_ms("2026-03-01T10:00:00Z");
+        let rec = jitmux::import::import_playlist(&catalog, store.as_ref(), "alice", set, &playlist, start, None)
+            .await
+            .unwrap();
+        let uri = format!("/v1/files/{set}/{}/{}.mp4", rec.day, rec.name);
+        let file = File::whole(rec);
+        let len = file.len_bytes();
+
+        let whole = media::read_range(&catalog, &media, &file, 0..len).await.unwrap();
+        let (status, sent) = server_bytes(&router, &token, &uri, None).await;
+        assert_eq!(status, 200);
+        assert!(whole[..] == sent[..], "{set}: the whole file");
+
+        // Ranges anywhere: in the head, across head and mdat, inside and across chunks, the end.
+        let head = file.head_len_bytes();
+        let mut ranges = vec![0..1, 0..head, head - 1..head + 1, len - 1..len, head..len];
+        for _ in 0..40 {
+            let a = rnd() % len;
+            let b = a + 1 + rnd() % (len - a).min(3 << 20);
+            ranges.push(a..b);
+        }
+        for r in ranges {
+            let part = media::read_range(&catalog, &media, &file, r.clone()).await.unwrap();
+            assert!(part[..] == whole[r.start as usize..r.end as usize], "{set}: media range {r:?}");
+            let (status, sent) =
+                server_bytes(&router, &token, &uri, Some(format!("bytes={}-{}", r.start, r.end - 1))).await;
+            assert_eq!(status, 206);
+            assert!(part[..] == sent[..], "{set}: range {r:?} equals the server's");
+        }
+
+        // The quasi-stream, from the start and from 10 s.
+        for start in [None, Some(10.0)] {
+            let mut made = Vec::new();
+            let mut s = media::fragments(catalog.clone(), media.clone(), file.clone(), start);
+            while let Some(piece) = s.next().await {
+                made.extend_from_slice(&piece.unwrap());
+            }
+            let q = start.map_or("?mode=stream".to_string(), |s| format!("?mode=stream&start={s}"));
+            let (status, sent) = server_bytes(&router, &token, &format!("{uri}{q}"), None).await;
+            assert_eq!(status, 200);
+            assert!(made == sent, "{set}: quasi-stream {q}");
+        }
+    }
+}
