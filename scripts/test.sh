@@ -32,5 +32,8 @@ fi
 command -v st >/dev/null || python3 -m pip install -q --disable-pip-version-check schemathesis==4.32.5
 
 export JITMUX_TEST_PG=${JITMUX_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}
-export JITMUX_BROWSER_TEST=1
-cargo test --locked "$@"
+# Index every TS segment of the fixtures against FFmpeg's own demuxer too.
+export JITMUX_FFMPEG_CHECKS=1
+cargo test --locked --workspace --features e2e "$@"
+# Each parser entry point under libFuzzer, briefly (fuzz/run.sh; longer runs: see fuzz/README).
+fuzz/run.sh --runs 20000
