@@ -111,6 +111,8 @@ pub(super) enum Piece {
     Static(Bytes),
     /// `n` bytes at offset `off` of output chunk `ci`.
     Chunk { ci: usize, off: u64, n: u64 },
+    /// The body cannot go on here.
+    Fail(MediaError),
 }
 
 /// Appends the pieces of `range` (inside the `mdat` payload) of the full file: at most
@@ -150,6 +152,7 @@ pub(super) async fn send_pieces(
 async fn fetch_piece(media: &UserMedia, loaded: &LoadedFile, piece: Piece, shared: bool) -> Result<Bytes, MediaError> {
     let (ci, off, n) = match piece {
         Piece::Static(b) => return Ok(b),
+        Piece::Fail(e) => return Err(e),
         Piece::Chunk { ci, off, n } => (ci, off, n),
     };
     let c = loaded.layout.chunks[ci];

@@ -12,7 +12,7 @@ use super::{File, MediaError, UserMedia};
 use crate::catalog::Catalog;
 use crate::format::frag;
 use crate::format::index::TrackKind;
-use crate::format::mp4::Layout;
+use crate::format::mp4::{Layout, LayoutError};
 
 /// A live viewer more than this many segments behind the newest skips ahead to the newest
 /// segment that begins with a sync sample.
@@ -67,9 +67,14 @@ async fn produce(
                 let mut pieces = Vec::new();
                 let from: &[Option<u32>] = if s == first { &from } else { &[] };
                 if let Some(plan) = frag::plan_fragment(layout, s, from) {
-                    pieces.push(Piece::Static(Bytes::from(frag::fragment_header(layout, &plan))));
-                    for t in &plan.trafs {
-                        file_pieces(layout, t.file_range.clone(), &mut pieces);
+                    match frag::fragment_header(layout, &plan) {
+                        Ok(head) => {
+                            pieces.push(Piece::Static(Bytes::from(head)));
+                            for t in &plan.trafs {
+                                file_pieces(layout, t.file_range.clone(), &mut pieces);
+                            }
+                        }
+                        Err(e) => pieces.push(Piece::Fail(MediaError::Layout(id, LayoutError::Fragment(e)))),
                     }
                 }
                 futures::stream::iter(pieces)

@@ -23,6 +23,7 @@
 //! each track's true position, so tracks stay aligned and the B-frame delay is visible as the
 //! first presentation time, as players expect of fragmented files.
 
+use super::FormatError;
 use super::boxes::BoxWriter;
 use super::index::TrackKind;
 use super::mp4::{Layout, Track, write_hdlr, write_mdhd, write_minf_header, write_mvhd, write_tkhd};
@@ -157,8 +158,10 @@ pub fn plan_fragment(layout: &Layout, segment: u32, from: &[Option<u32>]) -> Opt
 }
 
 /// Writes `moof` and the `mdat` header of a fragment; the `mdat` payload (the plan's file
-/// ranges, in order) follows.
-pub fn fragment_header(layout: &Layout, plan: &FragmentPlan) -> Vec<u8> {
+/// ranges, in order) follows. Errors when the fragment is too large for `trun`'s 32-bit data
+/// offsets or `mdat`'s 32-bit size (only a corrupt index can ask for that: a segment is seconds
+/// of media).
+pub fn fragment_header(layout: &Layout, plan: &FragmentPlan) -> Result<Vec<u8>, FormatError> {
     let n: usize = plan.trafs.iter().map(|t| t.count as usize).sum();
     let mut w = BoxWriter::with_capacity(128 + n * 16);
     w.start(b"moof");
@@ -198,13 +201,20 @@ pub fn fragment_header(layout: &Layout, plan: &FragmentPlan) -> Vec<u8> {
     let moof_len = w.buf.len() as u64;
     let mut data = moof_len + 8;
     for (tp, pos) in plan.trafs.iter().zip(offset_pos) {
-        w.buf[pos..pos + 4].copy_from_slice(&(data as i32).to_be_bytes());
+        // trun data_offset is a signed 32-bit offset from the moof (§8.8.8.3).
+        let Ok(off) = i32::try_from(data) else {
+            return Err(FormatError::new(0, format!("fragment {} is larger than 2 GiB", plan.sequence)));
+        };
+        w.buf[pos..pos + 4].copy_from_slice(&off.to_be_bytes());
         data += tp.file_range.end - tp.file_range.start;
     }
     let payload = plan.payload_len();
-    w.u32(u32::try_from(payload + 8).expect("fragment under 4 GiB"));
+    let Ok(size) = u32::try_from(payload + 8) else {
+        return Err(FormatError::new(0, format!("fragment {} is larger than 4 GiB", plan.sequence)));
+    };
+    w.u32(size);
     w.bytes(b"mdat");
-    w.finish()
+    Ok(w.finish())
 }
 
 /// Where a stream that starts at `start_s` seconds begins: per track, the first sample to send.
@@ -258,4 +268,21 @@ pub fn start_point(layout: &Layout, start_s: f64) -> (u32, Vec<Option<u32>>) {
         .min()
         .unwrap_or(0);
     (segment, from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::SegmentIndex;
+    use crate::mp4::SegmentInput;
+
+    /// Fuzzing found (sample_index): an index claiming a sample of 4 GiB made `fragment_header`
+    /// panic; such a fragment is refused with an error.
+    #[test]
+    fn fuzz_fragment_past_4_gib_is_an_error() {
+        let idx = SegmentIndex::decode(include_bytes!("../testdata/fuzz_index_fragment-header-4gib")).unwrap();
+        let layout = Layout::build(&[SegmentInput { index: std::sync::Arc::new(idx), join_before: false }]).unwrap();
+        let plan = plan_fragment(&layout, 0, &[]).unwrap();
+        assert!(fragment_header(&layout, &plan).is_err());
+    }
 }

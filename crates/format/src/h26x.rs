@@ -232,8 +232,9 @@ fn skip_h264_scaling_list(r: &mut BitReader, size: usize) -> Result<(), FormatEr
     let (mut last, mut next) = (8i32, 8i32);
     for _ in 0..size {
         if next != 0 {
+            // delta_scale is in −128..=127 (§7.4.2.1.1.1); wider values are read, not trusted.
             let delta = r.se("SPS delta_scale")?;
-            next = (last + delta).rem_euclid(256);
+            next = (last as i64 + delta as i64).rem_euclid(256) as i32;
         }
         if next != 0 {
             last = next;
@@ -712,5 +713,11 @@ mod tests {
             nal.insert(1, 1);
             let _ = parse_h265_sps(&nal);
         }
+    }
+
+    /// Fuzzing found (sps): a `delta_scale` near ±2^31 overflowed in the scaling list.
+    #[test]
+    fn fuzz_huge_delta_scale_does_not_overflow() {
+        let _ = parse_h264_sps(include_bytes!("../testdata/fuzz_h264_sps_scaling_overflow.bin"));
     }
 }

@@ -300,12 +300,13 @@ impl SegmentIndex {
             let nsamples = r.uv()? as usize;
             let mut samples = Vec::with_capacity(nsamples.min(1 << 20));
             let (mut dts, mut src) = (0i64, 0i64);
+            let out_of_range = |at: usize| FormatError::new(at as u64, "index value out of range");
             for _ in 0..nsamples {
-                dts += r.sv()?;
+                dts = dts.checked_add(r.sv()?).ok_or_else(|| out_of_range(r.pos))?;
                 let dur = r.uv()? as u32;
                 let cts_offset = r.sv()? as i32;
                 let ls = r.uv()?;
-                src += r.sv()?;
+                src = src.checked_add(r.sv()?).filter(|s| *s >= 0).ok_or_else(|| out_of_range(r.pos))?;
                 samples.push(Sample {
                     dts,
                     dur,
@@ -321,7 +322,9 @@ impl SegmentIndex {
             for _ in 0..nchunks {
                 let n = r.uv()? as u32;
                 let src_start = r.uv()?;
-                let src_end = src_start + r.uv()?;
+                let src_end = src_start
+                    .checked_add(r.uv()?)
+                    .ok_or_else(|| FormatError::new(r.pos as u64, "chunk end out of range"))?;
                 let end = (first as usize).checked_add(n as usize).filter(|&e| e <= samples.len());
                 let end = end.ok_or_else(|| FormatError::new(r.pos as u64, "chunk past last sample"))?;
                 let len_bytes = samples[first as usize..end].iter().map(|s| s.len_bytes as u64).sum();
@@ -530,5 +533,18 @@ mod tests {
         assert_eq!(c.video(1, Codec::H265).map(|t| t.sample_entry[0]), Some(2));
         assert_eq!(c.video(1, Codec::H264), None, "another codec does not stand in");
         assert_eq!(c.video(2, Codec::H264), None, "audio is never carried");
+    }
+
+    /// Fuzzing found (sample_index): stored indexes whose deltas overflow 64 bits decoded with
+    /// an arithmetic overflow; they are refused now.
+    #[test]
+    fn fuzz_overflowing_deltas_are_refused() {
+        for b in [
+            &include_bytes!("../testdata/fuzz_index_decode-dts-overflow")[..],
+            include_bytes!("../testdata/fuzz_index_decode-src-offset-overflow"),
+            include_bytes!("../testdata/fuzz_index_decode-chunk-end-overflow"),
+        ] {
+            assert!(SegmentIndex::decode(b).is_err());
+        }
     }
 }

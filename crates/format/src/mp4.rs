@@ -85,6 +85,9 @@ pub enum LayoutError {
     Empty,
     #[error("{kind:?} codec changes from {from:?} to {to:?} at segment {segment}")]
     CodecChange { kind: TrackKind, from: Codec, to: Codec, segment: usize },
+    /// A fragment of the quasi-stream cannot be written ([`super::frag::fragment_header`]).
+    #[error("{0}")]
+    Fragment(super::FormatError),
 }
 
 /// Where one output chunk's bytes come from.

@@ -761,11 +761,16 @@ struct AudioFrames<'a> {
     bytes: &'a [u8],
     codec: Codec,
     pos: usize,
+    /// Whether `pos` is where the previous frame ended: only then is a frame taken without
+    /// checking that another follows it. The first frame is always checked, so that a scan
+    /// from a chunk's first packet (transmux) finds the frames a scan from the segment's start
+    /// (import) found.
+    after_frame: bool,
 }
 
 impl<'a> AudioFrames<'a> {
     fn new(bytes: &'a [u8], codec: Codec) -> Self {
-        AudioFrames { bytes, codec, pos: 0 }
+        AudioFrames { bytes, codec, pos: 0, after_frame: false }
     }
 
     fn is_sync(&self, at: usize) -> bool {
@@ -804,13 +809,13 @@ impl<'a> AudioFrames<'a> {
 
     fn next_frame(&mut self) -> Result<Option<AudioFrame>, FormatError> {
         let n = self.bytes.len();
-        let frame = if self.is_sync(self.pos) {
+        let frame = if self.after_frame && self.is_sync(self.pos) {
             self.header(self.pos)?
         } else {
-            // Resynchronise: first syncword with a valid header whose frame is followed by a
-            // syncword or the end of the data.
+            // (Re)synchronise: first syncword at or after `pos` with a valid header whose frame
+            // is followed by a syncword or the end of the data.
             let mut found = None;
-            let mut at = self.pos + 1;
+            let mut at = self.pos;
             while at + 1 < n {
                 if self.is_sync(at) {
                     match self.header(at) {
@@ -829,6 +834,7 @@ impl<'a> AudioFrames<'a> {
         match frame {
             Some(f) if f.start + f.len <= n => {
                 self.pos = f.start + f.len;
+                self.after_frame = true;
                 Ok(Some(f))
             }
             _ => {
@@ -1349,6 +1355,23 @@ mod tests {
             let h = if codec == Codec::H264 { "c04_h265_params_once_ts" } else { "c03_h264_params_once_ts" };
             other.remember(&index_segment(&read(h, "seg_00000.ts")).unwrap());
             assert!(index_segment_with(&later, &mut other).is_err());
+        }
+    }
+
+    /// Fuzzing found (ts_segment, strict mode): after garbage on an audio PID, import took the
+    /// frames a resync found while a transmux from the chunk's first packet took a bogus ADTS
+    /// header at the start of that packet's PES; both now check the first frame alike.
+    #[test]
+    fn fuzz_audio_resync_agrees_with_transmux() {
+        let data = include_bytes!("../testdata/fuzz_ts_audio_resync.ts");
+        let idx = index_segment(data).unwrap();
+        for t in &idx.tracks {
+            for c in &t.chunks {
+                let mut out = Vec::new();
+                transmux_chunk(t, c, &data[c.src_start as usize..c.src_end as usize], &mut out)
+                    .unwrap_or_else(|e| panic!("{:?} PID {:#x}: {e}", t.config.codec, t.config.source_id));
+                assert_eq!(out.len() as u64, c.len_bytes);
+            }
         }
     }
 }
