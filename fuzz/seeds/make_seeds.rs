@@ -285,7 +285,7 @@ fn frag_pair(out: &mut Out, name: &str, mut idx: SegmentIndex, payloads: Vec<Vec
     let init = frag::init_segment(&layout);
     let whole = vec![None; layout.tracks.len()];
     let Some(plan) = frag::plan_fragment(&layout, 0, &whole) else { return };
-    let mut seg = frag::fragment_header(&layout, &plan);
+    let Ok(mut seg) = frag::fragment_header(&layout, &plan) else { return };
     for tp in &plan.trafs {
         let Some(ti) = keys.iter().position(|&k| k == layout.tracks[tp.track].key) else { return };
         for p in &payloads[ti] {
