@@ -28,6 +28,15 @@ impl<S: ObjectStore> ObjectStore for CountingStore<S> {
         metrics::counter!("jitmux_store_read_bytes_total").increment(b.len() as u64);
         Ok(b)
     }
+    async fn get_range_if(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Bytes> {
+        let b = self.inner.get_range_if(key, range, etag).await?;
+        metrics::counter!("jitmux_store_reads_total").increment(1);
+        metrics::counter!("jitmux_store_read_bytes_total").increment(b.len() as u64);
+        Ok(b)
+    }
+    async fn check(&self) -> Result<()> {
+        self.inner.check().await
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let n = data.len() as u64;
         self.inner.put(key, data).await?;

@@ -9,9 +9,15 @@
 //! - [`LocalDirStore`]: the embedded default, one file per object.
 //! - [`ScopedStore`]: a handle that reaches one prefix only (a user's objects).
 //! - [`CountingStore`]: counts reads for `/metrics`.
+//! - [`S3Store`]: a bucket prefix on S3 or an S3-compatible server, through [`S3`] (aws-sdk-s3).
+//!
+//! Archives indexed in place live outside jitmux's own keys: their segments are addressed by
+//! URL (`s3://BUCKET/KEY`, see [`ArchiveUrl`]) and read through [`S3`] with `If-Match` on the
+//! ETag recorded at import, and a user's [`ScopedStore`] reaches only the prefixes granted to them.
 
 mod counting;
 mod local;
+mod s3;
 mod scoped;
 
 use std::ops::Range;
@@ -21,6 +27,7 @@ use bytes::Bytes;
 
 pub use counting::CountingStore;
 pub use local::LocalDirStore;
+pub use s3::{ArchiveUrl, S3, S3Store};
 pub use scoped::ScopedStore;
 
 /// Object store errors.
@@ -34,6 +41,36 @@ pub enum StoreError {
     BadRange { key: String, start: u64, end: u64, len: u64 },
     #[error("object store I/O on {key:?}: {source}")]
     Io { key: String, source: std::io::Error },
+    /// The store kept failing transiently (5xx, throttling, timeout, reset) until the retry
+    /// deadline passed.
+    #[error("object store unavailable for {key:?}: gave up after {attempts} attempts: {reason}")]
+    Unavailable { key: String, attempts: u32, reason: String },
+    /// The store refused the request for good (403 access denied, 400, …).
+    #[error("object store refused {key:?}: {reason}")]
+    Denied { key: String, reason: String },
+    /// The object is not the one that was indexed: its ETag no longer matches (412 on
+    /// `If-Match`, RFC 9110 §13.1.1); it was replaced behind jitmux's back.
+    #[error("object {0:?} changed since it was indexed (ETag no longer matches)")]
+    Changed(String),
+    /// An archive URL outside every prefix granted to the user (`jitmux user grant`).
+    #[error("{0} is not granted to this user")]
+    NotGranted(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (the store was unavailable), as opposed to a
+    /// permanent answer about the object or the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. } | StoreError::Io { .. })
+    }
+}
+
+/// What the store knows about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub len_bytes: u64,
+    /// The store's ETag (quotes kept as the store sends them), when it has one.
+    pub etag: Option<String>,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -44,6 +81,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Bytes `range` (`start..end`, end exclusive) of object `key`; errors if the range passes
     /// the object's end.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Like [`Self::get_range`], but fails with [`StoreError::Changed`] unless the object's ETag
+    /// is still `etag` (when given). Stores whose objects cannot change (content-addressed
+    /// keys) ignore it.
+    async fn get_range_if(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Bytes> {
+        let _ = etag;
+        self.get_range(key, range).await
+    }
     /// Stores `data` under `key` atomically: readers see the old state or all of `data`.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
     /// Size in bytes of `key`, or `None` if absent.
@@ -52,6 +96,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<()>;
     /// Keys starting with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Checks that the store is reachable and usable (at startup); stores that cannot fail this
+    /// way answer Ok.
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks that `key` is a relative path of non-empty, non-dot segments of `[A-Za-z0-9._-]`.
@@ -70,6 +119,12 @@ pub fn check_key(key: &str) -> Result<()> {
 impl ObjectStore for std::sync::Arc<dyn ObjectStore> {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         (**self).get_range(key, range).await
+    }
+    async fn get_range_if(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Bytes> {
+        (**self).get_range_if(key, range, etag).await
+    }
+    async fn check(&self) -> Result<()> {
+        (**self).check().await
     }
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         (**self).put(key, data).await
