@@ -59,6 +59,8 @@ async fn exercise(cat: &Catalog) {
         source_name: format!("seg_{seq}.ts"),
         object_key: format!("users/{}/segments/{seq}.ts", user.id),
         init_key: None,
+        object_etag: None,
+        init_etag: None,
         sha256: "ab".repeat(32),
         len_bytes: 1000,
         extinf_ms: 2000,
@@ -80,6 +82,7 @@ async fn exercise(cat: &Catalog) {
         codecs: "avc1.640028,mp4a.40.2".into(),
         modified_ms: 1_772_359_204_000,
         skipped: "PID 0x0103: private data (stream_type 0x06)".into(),
+        source: None,
         segments: vec![seg(0), seg(1)],
     };
     let r1 = cat.insert_recording(&new).await.unwrap();
@@ -101,6 +104,41 @@ async fn exercise(cat: &Catalog) {
     let r = cat.recording(cam.id, "2026-03-01", "10-00-00").await.unwrap().unwrap();
     assert_eq!((r.len_bytes, r.head_len_bytes, r.etag.as_str(), r.format_version), (99, 40, "v2-y", 2));
     assert!(r.modified_ms > new.modified_ms, "bytes laid out anew: modified now");
+
+    // Indexed in place: segments by URL and ETag, the playlist's URL and ETag, replaced whole.
+    let url = format!("s3://cams/{}/front/index.m3u8", user.name);
+    let mut placed = new.clone();
+    placed.name = "11-00-00".into();
+    placed.source = Some((url.clone(), Some("\"p1\"".into())));
+    placed.segments = vec![Segment {
+        object_key: format!("s3://cams/{}/front/0.ts", user.name),
+        object_etag: Some("\"s0\"".into()),
+        ..seg(0)
+    }];
+    let p1 = cat.insert_recording(&placed).await.unwrap();
+    let found = cat.recording_by_source(user.id, &url).await.unwrap().map(|(r, e)| (r.id, e));
+    assert_eq!(found, Some((p1.id, Some("\"p1\"".into()))));
+    assert_eq!(cat.segments(p1.id).await.unwrap(), placed.segments);
+    placed.source = Some((url.clone(), Some("\"p2\"".into())));
+    placed.segments.push(seg(1));
+    let p2 = cat.replace_recording(p1.id, &placed).await.unwrap();
+    assert_eq!(p2.name, "11-00-00", "the replacement takes the old name");
+    // (SQLite may give the new row the id of the one it replaced.)
+    if p2.id != p1.id {
+        assert_eq!(cat.recording_by_id(p1.id).await.unwrap(), None);
+        assert!(cat.segments(p1.id).await.unwrap().is_empty());
+    }
+    assert_eq!(cat.segments(p2.id).await.unwrap(), placed.segments);
+    let found = cat.recording_by_source(user.id, &url).await.unwrap().map(|(r, e)| (r.id, e));
+    assert_eq!(found, Some((p2.id, Some("\"p2\"".into()))));
+
+    let g = format!("s3://cams/{}/", user.name);
+    cat.grant(user.id, &g).await.unwrap();
+    cat.grant(user.id, &g).await.unwrap();
+    assert_eq!(cat.grants(user.id).await.unwrap(), vec![g.clone()]);
+    assert!(cat.revoke_grant(user.id, &g).await.unwrap());
+    assert!(!cat.revoke_grant(user.id, &g).await.unwrap());
+    assert!(cat.grants(user.id).await.unwrap().is_empty());
 }
 
 fn rand_suffix() -> u64 {
@@ -140,7 +178,7 @@ async fn postgres_catalog() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-    assert_eq!(tables, 8, "migrations created the seven tables and _sqlx_migrations in {schema}");
+    assert_eq!(tables, 9, "migrations created the eight tables and _sqlx_migrations in {schema}");
 }
 
 #[tokio::test]

@@ -146,6 +146,11 @@ pub struct Segment {
     pub object_key: String,
     /// Object store key of the fMP4 init segment it needs, if any.
     pub init_key: Option<String>,
+    /// For a segment indexed in place (`object_key` is `s3://BUCKET/KEY`): the object's ETag at
+    /// import, sent as `If-Match` on every read. `None` for jitmux's own objects.
+    pub object_etag: Option<String>,
+    /// The same for `init_key`.
+    pub init_etag: Option<String>,
     /// Hex SHA-256 of the segment bytes.
     pub sha256: String,
     pub len_bytes: i64,
@@ -164,6 +169,8 @@ struct SegmentRow {
     source_name: String,
     object_key: String,
     init_key: Option<String>,
+    object_etag: Option<String>,
+    init_etag: Option<String>,
     sha256: String,
     len_bytes: i64,
     extinf_ms: i64,
@@ -178,6 +185,8 @@ impl From<SegmentRow> for Segment {
             source_name: r.source_name,
             object_key: r.object_key,
             init_key: r.init_key,
+            object_etag: r.object_etag,
+            init_etag: r.init_etag,
             sha256: r.sha256,
             len_bytes: r.len_bytes,
             extinf_ms: r.extinf_ms,
@@ -208,6 +217,8 @@ pub struct NewRecording {
     pub modified_ms: i64,
     /// See [`Recording::skipped`].
     pub skipped: String,
+    /// For a recording indexed in place: its playlist's URL and ETag at import.
+    pub source: Option<(String, Option<String>)>,
     pub segments: Vec<Segment>,
 }
 
@@ -444,7 +455,29 @@ impl Catalog {
     /// Inserts a recording and all its segments in one transaction (all or nothing), choosing a
     /// free name (`name`, `name-2`, …) in its day directory.
     pub async fn insert_recording(&self, r: &NewRecording) -> Result<Recording> {
+        self.insert_or_replace(r, None).await
+    }
+
+    /// Replaces recording `old` (of the same camera) by `r` in one transaction: readers see
+    /// the old recording or the new one, never neither or both. Used when a playlist indexed in
+    /// place changed.
+    pub async fn replace_recording(&self, old: RecordingId, r: &NewRecording) -> Result<Recording> {
+        self.insert_or_replace(r, Some(old)).await
+    }
+
+    async fn insert_or_replace(&self, r: &NewRecording, old: Option<RecordingId>) -> Result<Recording> {
         let mut tx = self.pool.begin().await?;
+        // Take the write lock first (SQLite: waits under busy_timeout instead of failing when
+        // two imports race; PostgreSQL: a row lock that orders writers of one camera).
+        sqlx::query("UPDATE cameras SET name = name WHERE id = $1").bind(r.camera_id).execute(&mut *tx).await?;
+        if let Some(old) = old {
+            sqlx::query("DELETE FROM segments WHERE recording_id = $1").bind(old).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM recordings WHERE id = $1 AND camera_id = $2")
+                .bind(old)
+                .bind(r.camera_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let taken: Vec<String> = sqlx::query_scalar("SELECT name FROM recordings WHERE camera_id = $1 AND day = $2")
             .bind(r.camera_id)
             .bind(&r.day)
@@ -456,8 +489,8 @@ impl Catalog {
             .unwrap_or_else(|| unreachable!("an unbounded range always yields a free name"));
         let id: RecordingId = sqlx::query_scalar(
             "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
-             etag, format_version, updated_ms, live, codecs, modified_ms, skipped) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+             etag, format_version, updated_ms, live, codecs, modified_ms, skipped, source_url, source_etag) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
         )
         .bind(r.camera_id)
         .bind(&r.day)
@@ -473,6 +506,8 @@ impl Catalog {
         .bind(&r.codecs)
         .bind(r.modified_ms)
         .bind(&r.skipped)
+        .bind(r.source.as_ref().map(|s| s.0.clone()))
+        .bind(r.source.as_ref().and_then(|s| s.1.clone()))
         .fetch_one(&mut *tx)
         .await?;
         for s in &r.segments {
@@ -551,8 +586,8 @@ impl Catalog {
     /// The first `n` segments of a recording in playlist order.
     pub async fn first_segments(&self, recording: RecordingId, n: i64) -> Result<Vec<Segment>> {
         let q = sqlx::query_as::<_, SegmentRow>(
-            "SELECT seq, source_name, object_key, init_key, sha256, len_bytes, extinf_ms, join_before, \
-             sample_index FROM segments WHERE recording_id = $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, source_name, object_key, init_key, object_etag, init_etag, sha256, len_bytes, \
+             extinf_ms, join_before, sample_index FROM segments WHERE recording_id = $1 ORDER BY seq LIMIT $2",
         )
         .bind(recording)
         .bind(n);
@@ -648,6 +683,12 @@ impl Catalog {
         Ok(key)
     }
 
+    /// The camera with id `id`.
+    pub async fn camera_by_id(&self, id: CameraId) -> Result<Option<Camera>> {
+        let q = sqlx::query_as("SELECT id, user_id, name FROM cameras WHERE id = $1").bind(id);
+        Ok(q.fetch_optional(&self.pool).await?)
+    }
+
     /// The camera that ingest key `key` may write to.
     pub async fn camera_by_ingest_key(&self, key: &str) -> Result<Option<Camera>> {
         let q =
@@ -677,8 +718,16 @@ impl Catalog {
     /// head length, ETag, duration, change and modification times, codecs, skipped streams) in
     /// one transaction; then announces `rec` to this node's viewers.
     pub async fn append_segment(&self, rec: &Recording, segment: &Segment) -> Result<()> {
+        self.append_segments(rec, std::slice::from_ref(segment)).await
+    }
+
+    /// [`Self::append_segment`] for several segments at once (a growing playlist indexed in
+    /// place gained them since the last scan), in one transaction.
+    pub async fn append_segments(&self, rec: &Recording, segments: &[Segment]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        insert_segment(&mut tx, rec.id, segment).await?;
+        for segment in segments {
+            insert_segment(&mut tx, rec.id, segment).await?;
+        }
         sqlx::query(
             "UPDATE recordings SET duration_ms = $1, len_bytes = $2, head_len_bytes = $3, etag = $4, \
              format_version = $5, updated_ms = $6, modified_ms = $7, codecs = $8, skipped = $9 WHERE id = $10",
@@ -700,6 +749,16 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records the playlist ETag a live recording indexed in place was last brought up to.
+    pub async fn set_source_etag(&self, recording: RecordingId, etag: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE recordings SET source_etag = $1 WHERE id = $2")
+            .bind(etag)
+            .bind(recording)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Marks `rec` as no longer live (the broadcast ended) and announces it to its viewers.
     pub async fn end_live(&self, rec: &mut Recording) -> Result<()> {
         sqlx::query("UPDATE recordings SET live = 0 WHERE id = $1").bind(rec.id).execute(&self.pool).await?;
@@ -716,6 +775,59 @@ impl Catalog {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected())
+    }
+
+    /// The user's recording indexed in place from the playlist at `url`, with the playlist's
+    /// ETag recorded then.
+    pub async fn recording_by_source(&self, user: UserId, url: &str) -> Result<Option<(Recording, Option<String>)>> {
+        let sql = "SELECT r.id AS id FROM recordings r JOIN cameras c ON c.id = r.camera_id \
+                   WHERE c.user_id = $1 AND r.source_url = $2 ORDER BY r.id LIMIT 1";
+        let id: Option<RecordingId> = sqlx::query_scalar(sql).bind(user).bind(url).fetch_optional(&self.pool).await?;
+        let Some(id) = id else { return Ok(None) };
+        let etag: Option<String> = sqlx::query_scalar("SELECT source_etag FROM recordings WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(self.recording_by_id(id).await?.map(|r| (r, etag)))
+    }
+
+    /// Grants `user` read access to archives under `url` (`s3://BUCKET/PREFIX/`); granting twice
+    /// is a no-op.
+    pub async fn grant(&self, user: UserId, url: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let have: Option<String> = sqlx::query_scalar("SELECT url FROM grants WHERE user_id = $1 AND url = $2")
+            .bind(user)
+            .bind(url)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if have.is_none() {
+            sqlx::query("INSERT INTO grants (user_id, url, created_ms) VALUES ($1, $2, $3)")
+                .bind(user)
+                .bind(url)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Withdraws a grant; false if there was none.
+    pub async fn revoke_grant(&self, user: UserId, url: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM grants WHERE user_id = $1 AND url = $2")
+            .bind(user)
+            .bind(url)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// The archive prefixes granted to `user`, sorted.
+    pub async fn grants(&self, user: UserId) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT url FROM grants WHERE user_id = $1 ORDER BY url")
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Records a recomputed layout (after a format version change); its bytes changed now, so
@@ -775,14 +887,17 @@ fn decode_secret(kid: &str, hex_secret: &str) -> Result<Vec<u8>> {
 
 async fn insert_segment(tx: &mut sqlx::Transaction<'_, sqlx::Any>, recording: RecordingId, s: &Segment) -> Result<()> {
     sqlx::query(
-        "INSERT INTO segments (recording_id, seq, source_name, object_key, init_key, sha256, len_bytes, \
-         extinf_ms, join_before, sample_index) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO segments (recording_id, seq, source_name, object_key, init_key, object_etag, init_etag, \
+         sha256, len_bytes, extinf_ms, join_before, sample_index) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(recording)
     .bind(s.seq)
     .bind(&s.source_name)
     .bind(&s.object_key)
     .bind(&s.init_key)
+    .bind(&s.object_etag)
+    .bind(&s.init_etag)
     .bind(&s.sha256)
     .bind(s.len_bytes)
     .bind(s.extinf_ms)
