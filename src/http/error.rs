@@ -55,6 +55,21 @@ pub enum ApiError {
     Thumb(#[from] ThumbError),
     #[error(transparent)]
     Share(#[from] ShareError),
+    /// The first bytes of a body could not be made (a store or media failure found before the
+    /// response head was sent): status and reason as for that failure.
+    #[error("{1}")]
+    BodyFailed(StatusCode, String),
+}
+
+impl ApiError {
+    /// The error for a body whose first bytes failed with `e` (`None`: not a media error).
+    pub fn body_failed(e: Option<&MediaError>) -> ApiError {
+        let (status, reason) = match e {
+            Some(e) => media(e),
+            None => (StatusCode::INTERNAL_SERVER_ERROR, "the file could not be made".into()),
+        };
+        ApiError::BodyFailed(status, reason)
+    }
 }
 
 impl ApiError {
@@ -72,6 +87,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, self.to_string()),
             ApiError::TooMany { .. } => (S::TOO_MANY_REQUESTS, self.to_string()),
             ApiError::Share(e) => (S::FORBIDDEN, e.to_string()),
+            ApiError::BodyFailed(status, reason) => (*status, reason.clone()),
             ApiError::Catalog(CatalogError::Conflict(m)) => (S::CONFLICT, m.clone()),
             ApiError::Catalog(CatalogError::Corrupt(_)) => {
                 (S::INTERNAL_SERVER_ERROR, "catalog holds a corrupt value".into())
@@ -104,7 +120,17 @@ fn store(e: &StoreError) -> (StatusCode, String) {
         StoreError::NotFound(_) | StoreError::BadRange { .. } | StoreError::BadKey(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "stored media is missing or damaged".into())
         }
-        StoreError::Io { .. } => (StatusCode::SERVICE_UNAVAILABLE, "object store unavailable, try again".into()),
+        StoreError::Io { .. } | StoreError::Unavailable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "object store unavailable, try again".into())
+        }
+        // An archive object replaced or removed behind jitmux's back: never serve other bytes.
+        StoreError::Changed(_) => {
+            (StatusCode::BAD_GATEWAY, "an archive segment changed since it was indexed; re-import the recording".into())
+        }
+        StoreError::Denied { .. } => (StatusCode::BAD_GATEWAY, "the object store refused to read the media".into()),
+        StoreError::NotGranted(_) => {
+            (StatusCode::FORBIDDEN, "this recording's archive is no longer granted to you".into())
+        }
     }
 }
 

@@ -211,11 +211,35 @@ async fn serve_file(
     // A finished recording's bytes never change: its modification time is a strong validator.
     let strong_date = !entity.file.live();
     super::ranges::normalize(req.headers_mut(), http_serve::Entity::len(&entity), last_modified, strong_date);
-    let mut resp = http_serve::serve(entity, &req);
+    let resp = first_frame_first(http_serve::serve(entity, &req)).await?;
+    let mut resp = resp;
     // Private (bearer or signed), and revalidated before reuse: a 304 is cheap, and a link that
     // expired or bytes laid out anew are never served from a cache.
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-    Ok(resp.map(Body::new))
+    Ok(resp)
+}
+
+/// Waits for the first bytes of a successful response's body before its head is sent, so a
+/// failure there (the object store unavailable, an archive segment replaced or no longer
+/// granted) is a status with a reason rather than a connection cut after a 200 or 206. The
+/// first bytes are usually the stored head (one cached read), so this costs next to nothing.
+async fn first_frame_first<B>(resp: http::Response<B>) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+{
+    use http_body_util::BodyExt;
+    if !resp.status().is_success() {
+        return Ok(resp.map(Body::new));
+    }
+    let (parts, mut body) = resp.into_parts();
+    let first = match body.frame().await {
+        None => return Ok(http::Response::from_parts(parts, Body::empty())),
+        Some(Err(e)) => return Err(ApiError::body_failed(e.downcast_ref::<crate::media::MediaError>())),
+        Some(Ok(f)) => f,
+    };
+    let rest = http_body_util::BodyStream::new(body);
+    let stream = futures::stream::once(async move { Ok::<_, BoxError>(first) }).chain(rest);
+    Ok(http::Response::from_parts(parts, Body::new(http_body_util::StreamBody::new(stream))))
 }
 
 /// `Content-Disposition` (RFC 6266 §4) of a served file: `inline` or `attachment` with its

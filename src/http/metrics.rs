@@ -6,6 +6,11 @@
 //! head), `jitmux_http_response_bytes_total` (body bytes actually sent), and
 //! `jitmux_http_bodies_in_flight` (bodies being sent now). Other layers record their own:
 //! `jitmux_store_reads_total`, `jitmux_store_read_bytes_total`, `jitmux_instances_alive`, …
+//!
+//! Origin offload, the key figure of a caching origin in front of object storage:
+//! `jitmux_http_response_bytes_total` (served) against `jitmux_store_read_bytes_total` (read),
+//! GETs per served file as `jitmux_store_reads_total` against `jitmux_http_requests_total`, and
+//! `jitmux_chunk_cache_{hits,misses}_total`.
 
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -58,6 +63,24 @@ fn describe() {
     describe_counter!("jitmux_store_writes_total", "Objects written to the store.");
     describe_counter!("jitmux_store_written_bytes_total", Unit::Bytes, "Bytes written to the object store.");
     describe_gauge!("jitmux_instances_alive", "User program instances alive.");
+    describe_counter!(
+        "jitmux_store_retries_total",
+        "Object store requests retried after a transient failure (5xx, throttling, timeout, reset)."
+    );
+    describe_counter!(
+        "jitmux_store_changed_objects_total",
+        "Archive objects found replaced since they were indexed (412 on If-Match); never served."
+    );
+    describe_counter!(
+        "jitmux_chunk_cache_hits_total",
+        "Segments and heads served from the node's cache, or waited for while another request read them."
+    );
+    describe_counter!(
+        "jitmux_chunk_cache_misses_total",
+        "Segments and heads read from the store into the node's cache."
+    );
+    describe_counter!("jitmux_chunk_cache_evictions_total", "Entries dropped from the node's cache to stay in bounds.");
+    describe_gauge!("jitmux_chunk_cache_bytes", Unit::Bytes, "Bytes held by the node's cache.");
     describe_counter!("jitmux_instances_created_total", "User program instances created.");
     describe_counter!("jitmux_instances_evicted_total", "User program instances evicted when idle.");
 }

@@ -10,7 +10,6 @@ use futures::{Stream, StreamExt};
 use super::cache::{LoadedFile, segment_chunk};
 use super::{File, MediaError, UserMedia};
 use crate::catalog::Catalog;
-use crate::format::index::Container;
 use crate::format::mp4::Layout;
 use crate::store::ObjectStore as _;
 
@@ -46,9 +45,9 @@ where
 /// Bytes `range` (`start..end`, end exclusive, within `file.len_bytes()`) of `file`'s full MP4.
 ///
 /// Bytes of the head come from the stored head object (constant time, whatever the file's
-/// length) unless the layout is already cached; the layout, needed for `mdat` bytes, is built
-/// meanwhile. fMP4 chunks are ranged reads of the stored segment; MPEG-TS chunks come from the
-/// user's segment cache (one read and one transmux per segment). Errors end the stream; a file
+/// length; through the node's cache) unless the layout is already cached; the layout, needed
+/// for `mdat` bytes, is built meanwhile. `mdat` bytes are output chunks from the node's cache
+/// (one read, and for MPEG-TS one transmux, per segment). Errors end the stream; a file
 /// whose recording grew or changed since `file` was resolved ends with [`MediaError::Changed`].
 pub fn body(catalog: Catalog, media: Arc<UserMedia>, file: File, range: Range<u64>) -> BodyStream {
     spawn_producer("body", move |tx| async move { produce(&catalog, &media, &file, range, &tx).await })
@@ -64,14 +63,22 @@ async fn produce(
     let head_len = file.head_len_bytes();
     let mut pos = range.start;
     if pos < head_len && !media.cache.has_layout(file) {
+        // The stored head, through the node's cache (a popular file's head is read once).
+        let key = crate::model::keys::head(media.user, file.etag());
+        let head = super::chunks::node_cache()
+            .get_or_make(&key, None, || async {
+                Ok(Arc::new(vec![vec![media.store.get_range(&key, 0..head_len).await?]]))
+            })
+            .await;
+        // Built while the head is sent when the range goes past it.
         let build = (range.end > head_len).then(|| {
             let (catalog, media, file) = (catalog.clone(), media.clone(), file.clone());
             tokio::spawn(async move { media.load(&catalog, &file).await })
         });
-        let end = range.end.min(head_len);
-        let key = crate::model::keys::head(media.user, file.etag());
-        match media.store.get_range(&key, pos..end).await {
+        match head {
             Ok(head) => {
+                let end = range.end.min(head_len);
+                let head = head[0][0].slice(pos as usize..end as usize);
                 for off in (0..head.len()).step_by(PIECE_BYTES as usize) {
                     let piece = head.slice(off..head.len().min(off + PIECE_BYTES as usize));
                     if tx.send(Ok(piece)).await.is_err() {
@@ -81,8 +88,8 @@ async fn produce(
                 pos = end;
             }
             // No stored head (a live recording): served from the layout below.
-            Err(crate::store::StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
+            Err(MediaError::Store(crate::store::StoreError::NotFound(_))) => {}
+            Err(e) => return Err(e),
         }
         if let Some(build) = build {
             build.await.map_err(|e| MediaError::Task(e.to_string()))??;
@@ -102,7 +109,7 @@ async fn produce(
         pos = end;
     }
     file_pieces(&loaded.layout, pos..range.end, &mut pieces);
-    send_pieces(media, &loaded, futures::stream::iter(pieces), false, tx).await.map(|_| ())
+    send_pieces(media, &loaded, futures::stream::iter(pieces), range.end, tx).await.map(|_| ())
 }
 
 /// A part of a body.
@@ -130,17 +137,18 @@ pub(super) fn file_pieces(layout: &Layout, range: Range<u64>, pieces: &mut Vec<P
 }
 
 /// Fetches pieces (up to [`LOOKAHEAD`] concurrently, so the next chunk is read and transmuxed
-/// while the current one is written) and sends them in order. `shared`: take whole segments
-/// through the user's segment cache (one store read per segment for all concurrent viewers)
-/// rather than reading exactly the piece. Ok(false) when the receiver is gone.
+/// while the current one is written) and sends them in order. Chunks come whole segments at a
+/// time through the node's cache (one store read per segment for all concurrent viewers); on
+/// entering a segment, the next one is read ahead ([`READ_AHEAD`]) when the body reaches it
+/// (`until`: the body's end offset). Ok(false) when the receiver is gone.
 pub(super) async fn send_pieces(
-    media: &UserMedia,
-    loaded: &LoadedFile,
+    media: &Arc<UserMedia>,
+    loaded: &Arc<LoadedFile>,
     pieces: impl Stream<Item = Piece>,
-    shared: bool,
+    until: u64,
     tx: &Tx,
 ) -> Result<bool, MediaError> {
-    let mut stream = std::pin::pin!(pieces.map(|p| fetch_piece(media, loaded, p, shared)).buffered(LOOKAHEAD));
+    let mut stream = std::pin::pin!(pieces.map(|p| fetch_piece(media, loaded, p, until)).buffered(LOOKAHEAD));
     while let Some(piece) = stream.next().await {
         if tx.send(Ok(piece?)).await.is_err() {
             return Ok(false);
@@ -149,24 +157,56 @@ pub(super) async fn send_pieces(
     Ok(true)
 }
 
-async fn fetch_piece(media: &UserMedia, loaded: &LoadedFile, piece: Piece, shared: bool) -> Result<Bytes, MediaError> {
+/// Segments read ahead of the one a sequential body is in.
+const READ_AHEAD: usize = 1;
+
+async fn fetch_piece(
+    media: &Arc<UserMedia>,
+    loaded: &Arc<LoadedFile>,
+    piece: Piece,
+    until: u64,
+) -> Result<Bytes, MediaError> {
     let (ci, off, n) = match piece {
         Piece::Static(b) => return Ok(b),
         Piece::Fail(e) => return Err(e),
         Piece::Chunk { ci, off, n } => (ci, off, n),
     };
-    let c = loaded.layout.chunks[ci];
+    let chunks = &loaded.layout.chunks;
+    let c = chunks[ci];
+    if off == 0 && (ci == 0 || chunks[ci - 1].segment != c.segment) {
+        read_ahead(media, loaded, ci, until);
+    }
     let seg = &loaded.layout.segments[c.segment as usize];
-    let key = &loaded.object_keys[c.segment as usize];
-    match seg.container {
-        Container::Fmp4 if !shared => {
-            let start = seg.tracks[c.track as usize].chunks[c.chunk as usize].src_start + off;
-            let _worker = media.worker().await?;
-            Ok(media.store.get_range(key, start..start + n).await?)
+    let object = &loaded.objects[c.segment as usize];
+    let bytes = segment_chunk(media, object, seg, c.track, c.chunk).await?;
+    Ok(bytes.slice(off as usize..(off + n) as usize))
+}
+
+/// Starts reading the [`READ_AHEAD`] segments after the one of output chunk `ci` into the
+/// node's cache, those the body reaches before `until` and not cached yet.
+fn read_ahead(media: &Arc<UserMedia>, loaded: &Arc<LoadedFile>, ci: usize, until: u64) {
+    let chunks = &loaded.layout.chunks;
+    let mut seg = chunks[ci].segment;
+    let mut j = ci;
+    for _ in 0..READ_AHEAD {
+        while j < chunks.len() && chunks[j].segment == seg {
+            j += 1;
         }
-        _ => {
-            let bytes = segment_chunk(media, key, seg, c.track, c.chunk).await?;
-            Ok(bytes.slice(off as usize..(off + n) as usize))
+        let Some(next) = chunks.get(j) else { return };
+        if next.out_start >= until {
+            return;
         }
+        seg = next.segment;
+        let object = &loaded.objects[seg as usize];
+        if super::chunks::node_cache().contains(&object.0, object.1.as_deref()) {
+            continue;
+        }
+        let (media, loaded) = (media.clone(), loaded.clone());
+        tokio::spawn(async move {
+            let s = seg as usize;
+            if let Err(e) = super::cache::segment_chunks(&media, &loaded.objects[s], &loaded.layout.segments[s]).await {
+                tracing::debug!("read-ahead of segment {s}: {e}");
+            }
+        });
     }
 }

@@ -1,4 +1,5 @@
-//! A user's layouts and transmuxed segments, built once and shared.
+//! A user's layouts, built once and shared; segments' output chunks through the node's
+//! [`super::chunks`] cache.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -6,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use lru::LruCache;
 
+use super::chunks::SegChunks;
 use super::{File, FileSpec, MediaError, UserMedia};
 use crate::catalog::Catalog;
 use crate::format::index::{Container, SegmentIndex};
@@ -20,33 +22,27 @@ pub struct LoadedFile {
     pub head: Bytes,
     /// Strong ETag value (no quotes).
     pub etag: String,
-    /// Object key of each segment, parallel to `layout.segments`.
-    pub object_keys: Vec<String>,
+    /// Object key (or archive URL) and ETag (archives indexed in place) of each segment,
+    /// parallel to `layout.segments`.
+    pub objects: Vec<(String, Option<String>)>,
 }
 
 /// Layouts cached per user.
 const LAYOUTS: usize = 8;
-/// Segments whose output chunks are cached per user.
-const SEGMENTS: usize = 32;
 
 /// A layout built once and shared by concurrent requests.
 type LayoutCell = Arc<tokio::sync::OnceCell<Arc<LoadedFile>>>;
 
-/// Output chunks of one segment, `[track][chunk]`.
-pub(super) type SegChunks = Arc<Vec<Vec<Bytes>>>;
-
-/// Recently used layouts (by spec and version) and output chunks of recently used segments (by
-/// object key); concurrent requests for the same entry build it once (every live viewer when a
-/// segment lands, a request's look-ahead).
+/// Recently used layouts (by spec and version); concurrent requests for the same layout build
+/// it once (every live viewer when a segment lands).
 pub(super) struct Cache {
     layouts: Mutex<LruCache<(FileSpec, i64), LayoutCell>>,
-    segments: Mutex<LruCache<String, Arc<tokio::sync::OnceCell<SegChunks>>>>,
 }
 
 impl Cache {
     pub(super) fn new() -> Self {
         let n = |v: usize| NonZeroUsize::new(v).unwrap_or(NonZeroUsize::MIN);
-        Cache { layouts: Mutex::new(LruCache::new(n(LAYOUTS))), segments: Mutex::new(LruCache::new(n(SEGMENTS))) }
+        Cache { layouts: Mutex::new(LruCache::new(n(LAYOUTS))) }
     }
 
     /// Whether the layout of `file` is cached and built.
@@ -60,11 +56,6 @@ impl Cache {
         let cell =
             self.layouts.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(key, Default::default).clone();
         Ok(cell.get_or_try_init(|| build(catalog, file)).await?.clone())
-    }
-
-    fn segment_cell(&self, key: &str) -> Arc<tokio::sync::OnceCell<SegChunks>> {
-        let mut m = self.segments.lock().unwrap_or_else(PoisonError::into_inner);
-        m.get_or_insert(key.to_string(), Default::default).clone()
     }
 }
 
@@ -85,7 +76,7 @@ async fn build(catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaE
         let t1 = std::time::Instant::now();
         let mut inputs = Vec::new();
         let mut etag = crate::model::EtagHasher::default();
-        let mut object_keys = Vec::new();
+        let mut objects = Vec::new();
         let first = parts.first().map(|p| p.0);
         for (p, (recording, segs)) in parts.iter().enumerate() {
             for (i, s) in segs.iter().enumerate() {
@@ -98,7 +89,7 @@ async fn build(catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaE
                 let join_before = s.join_before || (p > 0 && i == 0);
                 inputs.push(SegmentInput { index: Arc::new(index), join_before });
                 etag.push(&s.sha256, &s.sample_index, join_before);
-                object_keys.push(s.object_key.clone());
+                objects.push((s.object_key.clone(), s.object_etag.clone()));
             }
         }
         let t_decode = t1.elapsed();
@@ -111,33 +102,52 @@ async fn build(catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaE
             build_ms = (t1.elapsed() - t_decode).as_secs_f64() * 1e3,
             "layout built"
         );
-        Ok(LoadedFile { head: Bytes::copy_from_slice(&layout.head), layout, etag: etag.value(), object_keys })
+        Ok(LoadedFile { head: Bytes::copy_from_slice(&layout.head), layout, etag: etag.value(), objects })
     })
     .await
     .map_err(|e| MediaError::Task(e.to_string()))??;
     Ok(Arc::new(loaded))
 }
 
-/// The output bytes of one chunk through the user's segment cache. On a miss, every chunk of
-/// the segment is made from one read of the stored segment (transmuxed for MPEG-TS, sliced for
+/// The output bytes of one chunk through the node's cache. On a miss, every chunk of the
+/// segment is made from one read of the stored segment (transmuxed for MPEG-TS, sliced for
 /// fMP4): the output visits a segment's chunks one after another, and concurrent callers (live
-/// viewers, a request's look-ahead) share that one read.
+/// viewers, a request's look-ahead, other users of a shared archive) share that one read.
+/// Errors: the key outside the user's reach, the store, the transmux.
 pub(super) async fn segment_chunk(
     media: &UserMedia,
-    key: &str,
+    object: &(String, Option<String>),
     seg: &Arc<SegmentIndex>,
     track: u8,
     chunk: u32,
 ) -> Result<Bytes, MediaError> {
-    let cell = media.cache.segment_cell(key);
-    let chunks = cell.get_or_try_init(|| make_segment_chunks(media, key, seg.clone())).await?;
+    let chunks = segment_chunks(media, object, seg).await?;
+    let (key, _) = object;
     chunks.get(track as usize).and_then(|t| t.get(chunk as usize)).cloned().ok_or_else(|| MediaError::Transmux {
         key: key.to_string(),
         source: crate::format::FormatError::new(0, format!("no chunk {chunk} of track {track}")),
     })
 }
 
-async fn make_segment_chunks(media: &UserMedia, key: &str, seg: Arc<SegmentIndex>) -> Result<SegChunks, MediaError> {
+/// Every output chunk of one segment, from the node's cache or made (see [`segment_chunk`]).
+pub(super) async fn segment_chunks(
+    media: &UserMedia,
+    object: &(String, Option<String>),
+    seg: &Arc<SegmentIndex>,
+) -> Result<SegChunks, MediaError> {
+    let (key, etag) = object;
+    media.store.check(key)?;
+    super::chunks::node_cache()
+        .get_or_make(key, etag.as_deref(), || make_segment_chunks(media, key, etag.as_deref(), seg.clone()))
+        .await
+}
+
+async fn make_segment_chunks(
+    media: &UserMedia,
+    key: &str,
+    etag: Option<&str>,
+    seg: Arc<SegmentIndex>,
+) -> Result<SegChunks, MediaError> {
     // Reading and transmuxing take one of the user's workers (waiting for another request's
     // work on the same segment takes none).
     let _worker = media.worker().await?;
@@ -145,7 +155,7 @@ async fn make_segment_chunks(media: &UserMedia, key: &str, seg: Arc<SegmentIndex
     let (Some(lo), Some(hi)) = (chunks().map(|c| c.src_start).min(), chunks().map(|c| c.src_end).max()) else {
         return Ok(Arc::new(Vec::new()));
     };
-    let src = media.store.get_range(key, lo..hi).await?;
+    let src = media.store.get_range_if(key, lo..hi, etag).await?;
     if seg.container == Container::Fmp4 {
         let made = seg
             .tracks

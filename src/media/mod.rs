@@ -18,6 +18,7 @@
 
 mod body;
 mod cache;
+pub mod chunks;
 mod spec;
 mod stream;
 pub mod thumb;
@@ -76,7 +77,13 @@ pub struct UserMedia {
     cache: cache::Cache,
     /// Pieces (reads, transmuxes, thumbnails) made at once for all of the user's bodies.
     workers: Semaphore,
+    /// When the store handle's archive grants were last read from the catalog.
+    grants_read: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long the archive grants a user's store handle holds may lag the catalog: a revoked
+/// grant stops reads within this.
+pub const GRANTS_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl UserMedia {
     /// The media of `user` over the node's `store`, making at most `max_workers` pieces at once.
@@ -86,7 +93,27 @@ impl UserMedia {
             store: Arc::new(ScopedStore::new(store, crate::model::keys::user_prefix(user))),
             cache: cache::Cache::new(),
             workers: Semaphore::new(max_workers.max(1)),
+            grants_read: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Re-reads the user's archive grants (`jitmux user grant`) into the store handle when the
+    /// copy is older than [`GRANTS_TTL`]. Grants that do not parse are ignored (and logged).
+    pub async fn refresh_grants(&self, catalog: &Catalog) -> Result<(), MediaError> {
+        let lock = || self.grants_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lock().is_some_and(|t| t.elapsed() < GRANTS_TTL) {
+            return Ok(());
+        }
+        let urls = catalog.grants(self.user).await?;
+        let grants = urls
+            .iter()
+            .filter_map(|u| {
+                crate::store::ArchiveUrl::parse(u).map_err(|e| tracing::warn!("grant of user {}: {e}", self.user)).ok()
+            })
+            .collect();
+        self.store.set_grants(grants);
+        *lock() = Some(std::time::Instant::now());
+        Ok(())
     }
 
     /// Takes one of the user's workers for the duration of the returned permit.
@@ -98,6 +125,7 @@ impl UserMedia {
     /// The layout of `file`, from the cache or built from the catalog's sample indexes (reads no
     /// segment).
     pub async fn load(&self, catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaError> {
+        self.refresh_grants(catalog).await?;
         self.cache.load(catalog, file).await
     }
 }

@@ -79,7 +79,7 @@ async fn produce(
                 }
                 futures::stream::iter(pieces)
             });
-            if !send_pieces(media, &loaded, pieces, true, tx).await? {
+            if !send_pieces(media, &loaded, pieces, u64::MAX, tx).await? {
                 return Ok(());
             }
             next = n;

@@ -67,6 +67,7 @@ fn undecodable(e: impl std::fmt::Display) -> ThumbError {
 
 /// The JPEG thumbnail of `rec`, from the user's store or made and stored now.
 pub async fn thumbnail(catalog: &Catalog, media: &UserMedia, rec: &Recording) -> Result<Bytes, ThumbError> {
+    media.refresh_grants(catalog).await?;
     let segs = catalog.first_segments(rec.id, SEARCH_SEGMENTS).await?;
     let mut found = None;
     for s in segs {
@@ -105,8 +106,14 @@ pub async fn thumbnail(catalog: &Catalog, media: &UserMedia, rec: &Recording) ->
         .position(|c| (c.first_sample..c.first_sample + c.samples).contains(&(sample_i as u32)))
         .ok_or_else(|| undecodable("sample index has no chunk for the sync sample"))?;
     let chunk = track.chunks[chunk_i];
-    let chunk_bytes =
-        super::cache::segment_chunk(media, &seg.object_key, &index, track_i as u8, chunk_i as u32).await?;
+    let chunk_bytes = super::cache::segment_chunk(
+        media,
+        &(seg.object_key.clone(), seg.object_etag.clone()),
+        &index,
+        track_i as u8,
+        chunk_i as u32,
+    )
+    .await?;
     let samples = &track.samples[chunk.first_sample as usize..];
     let before: u64 = samples[..sample_i - chunk.first_sample as usize].iter().map(|s| u64::from(s.len_bytes)).sum();
     let len = u64::from(track.samples[sample_i].len_bytes);
