@@ -1,6 +1,7 @@
 //! The `jitmux` command line (clap): one function per subcommand, wiring the layers together.
 //! Exit codes: 0 success, 1 failure of the environment (catalog, store), 2 bad arguments, 65
-//! bad input data (sysexits.h `EX_DATAERR`: a malformed playlist or segment, an unknown user).
+//! bad input data (sysexits.h `EX_DATAERR`: a malformed playlist or segment, an unknown user, an
+//! archive not granted), 69 an object store that refuses for good (`EX_UNAVAILABLE`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,14 +14,18 @@ use clap::{Parser, Subcommand};
 use crate::catalog::{Catalog, CatalogError};
 use crate::http::instance::Limits;
 use crate::http::{AppState, app};
+use crate::import::archive::{ArchiveOptions, Outcome, import_archive};
 use crate::import::{ImportError, import_playlist};
 use crate::model::{ShareModes, check_name, day_and_name, parse_rfc3339_ms};
-use crate::store::{LocalDirStore, ObjectStore};
+use crate::store::{ArchiveUrl, LocalDirStore, ObjectStore, S3, S3Store};
 
 /// Exit code for bad input data (sysexits.h EX_DATAERR).
 const EXIT_DATAERR: u8 = 65;
 /// Exit code for bad arguments.
 const EXIT_USAGE: u8 = 2;
+/// Exit code for a service that cannot be used (sysexits.h EX_UNAVAILABLE): the object store
+/// refuses for good (no such bucket, bad credentials).
+const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(name = "jitmux", version, about = "Just-in-time archive transmux: HLS segments served as MP4 files")]
@@ -31,6 +36,11 @@ struct Cli {
     /// Catalog URL (sqlite:PATH or postgres://…); default sqlite:<data-dir>/catalog.db.
     #[arg(long, env = "JITMUX_CATALOG_URL", global = true)]
     catalog_url: Option<String>,
+    /// Where jitmux writes its objects (ingested segments, heads, thumbnails): s3://BUCKET[/PREFIX]
+    /// (credentials, region and AWS_ENDPOINT_URL from the AWS SDK's standard configuration);
+    /// default the local directory <data-dir>/objects.
+    #[arg(long, env = "JITMUX_STORE", global = true)]
+    store: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -59,8 +69,15 @@ enum Cmd {
         /// A user's program instance unused this many seconds is evicted.
         #[arg(long, env = "JITMUX_USER_IDLE_EVICT", default_value_t = 300.0)]
         user_idle_evict: f64,
+        /// Bound of the node's cache of made bytes (transmuxed segments, heads), bytes.
+        #[arg(long, env = "JITMUX_CACHE_BYTES", default_value_t = crate::media::chunks::DEFAULT_CACHE_BYTES)]
+        cache_bytes: u64,
     },
     /// Import an HLS media playlist (VOD or EVENT) as a recording; prints its path in the tree.
+    ///
+    /// A local playlist's segments are copied into the store; s3://BUCKET/KEY.m3u8 is indexed in
+    /// place (nothing copied; the user needs a grant covering it, see `user grant`), and
+    /// importing it again replaces the recording only if the playlist changed.
     ///
     /// The recording is /CAMERA/DAY/NAME.mp4: DAY and NAME (HH-MM-SS) come from its wall-clock
     /// start in UTC, which is --start, else the playlist's first #EXT-X-PROGRAM-DATE-TIME, else
@@ -76,7 +93,29 @@ enum Cmd {
         /// File name in the day's folder, without .mp4 (default: the start time, HH-MM-SS).
         #[arg(long)]
         name: Option<String>,
-        playlist: PathBuf,
+        /// A playlist file, or s3://BUCKET/KEY.m3u8.
+        playlist: String,
+    },
+    /// Index every media playlist under s3://BUCKET/PREFIX/ in place (new or changed ones).
+    ///
+    /// Cameras are the first path component under the prefix unless --camera is given. Prints
+    /// one line per recording imported, replaced or live, failures on stderr, then a summary.
+    /// Exit code 65 when a playlist failed on its data, 1 on a store or catalog failure.
+    Scan {
+        #[arg(long)]
+        user: String,
+        /// Camera of every recording found (default: the first path component).
+        #[arg(long)]
+        camera: Option<String>,
+        /// Playlists indexed at once.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Keep scanning every this many seconds; growing playlists (no #EXT-X-ENDLIST) become
+        /// live recordings whose live tail follows them.
+        #[arg(long)]
+        watch: Option<f64>,
+        /// s3://BUCKET/PREFIX/
+        prefix: String,
     },
     /// Manage users.
     User {
@@ -132,6 +171,16 @@ enum CameraCmd {
 enum UserCmd {
     /// Create a user; prints an API token (named "default") as the last line.
     Add { name: String },
+    /// Let the user read and index archives under s3://BUCKET/PREFIX/ (in place); prints the
+    /// user's grants.
+    Grant {
+        name: String,
+        /// s3://BUCKET/PREFIX/ (ending in /), or s3://BUCKET for the whole bucket.
+        url: String,
+        /// Withdraw the grant instead: the user's recordings there stop being readable.
+        #[arg(long)]
+        revoke: bool,
+    },
     /// Manage a user's API tokens.
     Token {
         #[command(subcommand)]
@@ -206,8 +255,15 @@ async fn open(cli: &Cli) -> Result<(Catalog, Arc<dyn ObjectStore>), Failure> {
         None => format!("sqlite:{}", cli.data_dir.join("catalog.db").display()),
     };
     let catalog = Catalog::connect(&url).await?;
-    let store = LocalDirStore::new(cli.data_dir.join("objects"))?;
-    Ok((catalog, Arc::new(store)))
+    let store: Arc<dyn ObjectStore> = match &cli.store {
+        Some(s) if s.starts_with("s3://") => {
+            let url = ArchiveUrl::parse(s).map_err(|e| Failure(EXIT_USAGE, format!("--store: {e}")))?;
+            Arc::new(S3Store::new(S3::shared().await, &url))
+        }
+        Some(dir) => Arc::new(LocalDirStore::new(dir)?),
+        None => Arc::new(LocalDirStore::new(cli.data_dir.join("objects"))?),
+    };
+    Ok((catalog, store))
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -221,7 +277,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             user_max_downloads,
             user_max_workers,
             user_idle_evict,
+            cache_bytes,
         } => {
+            crate::media::chunks::node_cache().set_max_bytes(cache_bytes);
             let limits = Limits {
                 max_streams: user_max_streams,
                 max_downloads: user_max_downloads,
@@ -234,7 +292,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Import { user, camera, start, name, playlist } => {
             import(&catalog, store, &user, &camera, start, name, playlist).await
         }
+        Cmd::Scan { user, camera, jobs, watch, prefix } => {
+            let watch = watch.map(|w| secs(w, "--watch")).transpose()?;
+            scan(&catalog, store, &user, camera, jobs, watch, &prefix).await
+        }
         Cmd::User { cmd: UserCmd::Add { name } } => user_add(&catalog, &name).await,
+        Cmd::User { cmd: UserCmd::Grant { name, url, revoke } } => user_grant(&catalog, &name, &url, revoke).await,
         Cmd::User { cmd: UserCmd::Token { cmd } } => user_token(&catalog, cmd).await,
         Cmd::Camera { cmd: CameraCmd::Add { user, camera } } => camera_add(&catalog, &user, &camera).await,
         Cmd::Share { user, path, expires, modes, base } => share(&catalog, &user, &path, &expires, &modes, &base).await,
@@ -262,6 +325,13 @@ async fn serve(
     limits: Limits,
     evict: Duration,
 ) -> Result<(), Failure> {
+    // A store that cannot be reached for good (no such bucket, refused credentials) is a
+    // configuration error; one that is only unavailable now may come back.
+    match store.check().await {
+        Ok(()) => {}
+        Err(e) if e.is_transient() => tracing::warn!("object store not reachable yet: {e}"),
+        Err(e) => return Err(Failure(EXIT_UNAVAILABLE, format!("object store: {e}"))),
+    }
     let mut state = AppState::new(catalog, store, idle, limits, evict);
     if let Some(ingest) = Arc::get_mut(&mut state.ingest) {
         ingest.max_upload_bytes = max_upload;
@@ -277,7 +347,7 @@ async fn import(
     camera: &str,
     start: Option<String>,
     name: Option<String>,
-    playlist: PathBuf,
+    playlist: String,
 ) -> Result<(), Failure> {
     let start_ms = match start {
         Some(s) => {
@@ -285,13 +355,136 @@ async fn import(
         }
         None => None,
     };
-    let rec = import_playlist(catalog, store.as_ref(), user, camera, &playlist, start_ms, name.as_deref())
+    let rec = if playlist.starts_with("s3://") {
+        let url = ArchiveUrl::parse(&playlist).map_err(data_error)?;
+        let user = user_of(catalog, user).await?;
+        let opts = ArchiveOptions { start_ms, name, follow_live: false };
+        let outcome = import_archive(catalog, store.as_ref(), &S3::shared().await, &user, camera, &url, &opts)
+            .await
+            .map_err(import_failure)?;
+        if let Outcome::Unchanged(r) = &outcome {
+            eprintln!("{url} is unchanged since it was indexed");
+            r.clone()
+        } else {
+            outcome.recording().clone()
+        }
+    } else {
+        import_playlist(
+            catalog,
+            store.as_ref(),
+            user,
+            camera,
+            std::path::Path::new(&playlist),
+            start_ms,
+            name.as_deref(),
+        )
         .await
-        .map_err(|e| match e {
-            ImportError::Input(m) => data_error(m),
-            e => Failure(1, e.to_string()),
-        })?;
-    println!("/{camera}/{}/{}.mp4", rec.day, rec.name);
+        .map_err(import_failure)?
+    };
+    let cam = catalog.camera_by_id(rec.camera_id).await?.map_or_else(|| camera.to_string(), |c| c.name);
+    println!("/{cam}/{}/{}.mp4", rec.day, rec.name);
+    Ok(())
+}
+
+fn import_failure(e: ImportError) -> Failure {
+    match e {
+        ImportError::Input(m) => data_error(m),
+        e => Failure(1, e.to_string()),
+    }
+}
+
+/// `jitmux scan`.
+async fn scan(
+    catalog: &Catalog,
+    store: Arc<dyn ObjectStore>,
+    user: &str,
+    camera: Option<String>,
+    jobs: usize,
+    watch: Option<Duration>,
+    prefix: &str,
+) -> Result<(), Failure> {
+    use crate::import::scan::{Event, ScanOptions, scan};
+    let url = ArchiveUrl::parse(prefix).map_err(data_error)?;
+    if !(url.key.is_empty() || url.key.ends_with('/')) {
+        return Err(Failure(EXIT_USAGE, format!("{prefix}: a prefix ends in / (s3://BUCKET/PREFIX/)")));
+    }
+    if let Some(c) = &camera {
+        check_name(c).map_err(|e| data_error(format!("camera name {c:?}: {e}")))?;
+    }
+    let user = user_of(catalog, user).await?;
+    let s3 = S3::shared().await;
+    let opts = ScanOptions { jobs, camera, follow_live: watch.is_some() };
+    loop {
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} playlists [{elapsed}] {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let mut seen = 0u64;
+        let report = scan(catalog, store.as_ref(), &s3, &user, &url, &opts, |ev| {
+            seen += 1;
+            bar.set_length(seen.max(bar.length().unwrap_or(0)));
+            bar.inc(1);
+            bar.suspend(|| match ev {
+                Event::Done { url, camera, outcome } => {
+                    let r = outcome.recording();
+                    let verb = match outcome {
+                        Outcome::Imported(_) => "imported",
+                        Outcome::Replaced(_) => "replaced",
+                        Outcome::Unchanged(_) => return,
+                        Outcome::Live { ended: true, .. } => "ended",
+                        Outcome::Live { .. } => "live",
+                    };
+                    println!("{verb} {url} as /{camera}/{}/{}.mp4", r.day, r.name);
+                }
+                Event::Master { .. } => {}
+                Event::Failed { url, error } => eprintln!("failed {url}: {error}"),
+            });
+        })
+        .await
+        .map_err(import_failure)?;
+        bar.finish_and_clear();
+        println!(
+            "scanned {url}: {} playlists, {} imported, {} replaced, {} unchanged, {} live, {} failed, {} master playlists skipped",
+            report.playlists,
+            report.imported,
+            report.replaced,
+            report.unchanged,
+            report.live,
+            report.failed,
+            report.masters
+        );
+        match watch {
+            Some(every) => tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            },
+            None if report.failed > report.failed_input => {
+                return Err(Failure(1, format!("{} playlists failed", report.failed)));
+            }
+            None if report.failed > 0 => return Err(data_error(format!("{} playlists failed", report.failed))),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `jitmux user grant`.
+async fn user_grant(catalog: &Catalog, name: &str, url: &str, revoke: bool) -> Result<(), Failure> {
+    let user = user_of(catalog, name).await?;
+    let parsed = ArchiveUrl::parse(url).map_err(data_error)?;
+    if !(parsed.key.is_empty() || parsed.key.ends_with('/')) {
+        return Err(data_error(format!("{url}: a grant is a prefix ending in / (s3://BUCKET/PREFIX/)")));
+    }
+    let url = parsed.to_string();
+    if revoke {
+        if !catalog.revoke_grant(user.id, &url).await? {
+            return Err(data_error(format!("{} has no grant {url}", user.name)));
+        }
+    } else {
+        catalog.grant(user.id, &url).await?;
+    }
+    for g in catalog.grants(user.id).await? {
+        println!("{g}");
+    }
     Ok(())
 }
 

@@ -5,9 +5,15 @@
 //! before anything is stored (on the blocking pool: it is file reads and CPU); objects are
 //! written before the catalog rows (one transaction), and objects this import wrote are removed
 //! again if a later step fails. A recording is therefore either complete in the tree or absent.
+//!
+//! [`archive`] indexes a playlist in a bucket in place instead, and [`scan`] every playlist
+//! under a bucket prefix.
+
+pub mod archive;
+pub mod scan;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,22 +48,25 @@ fn input(msg: impl Into<String>) -> ImportError {
 /// A segment read and indexed, not yet stored.
 struct Parsed {
     source_name: String,
-    path: PathBuf,
+    /// Where its bytes are: a file path, or an archive URL (`s3://…`).
+    location: String,
+    /// The archive object's ETag when read from an archive.
+    object_etag: Option<String>,
     sha256: String,
     len_bytes: u64,
     extinf_ms: i64,
     join_before: bool,
     encoded_index: Vec<u8>,
-    /// Hex SHA-256 and path of its init segment.
-    init: Option<(String, PathBuf)>,
+    /// Hex SHA-256 and location of its init segment.
+    init: Option<(String, String)>,
     ext: &'static str,
 }
 
 /// Everything learnt from a playlist and its segments before anything is stored.
 struct Prepared {
     segments: Vec<Parsed>,
-    /// Init segments: hex SHA-256 → path.
-    inits: HashMap<String, PathBuf>,
+    /// Init segments: hex SHA-256 → location and archive ETag.
+    inits: HashMap<String, (String, Option<String>)>,
     layout: Layout,
     etag: String,
     skipped: Vec<String>,
@@ -88,8 +97,16 @@ pub async fn import_playlist(
         crate::model::check_name(n).map_err(|e| input(format!("recording name {n:?}: {e}")))?;
     }
     let path = playlist.to_path_buf();
-    let p =
-        tokio::task::spawn_blocking(move || prepare(&path)).await.map_err(|e| ImportError::Task(e.to_string()))??;
+    let p = tokio::task::spawn_blocking(move || {
+        let text = read(&path, "playlist")?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        prepare(&text, &path.display().to_string(), &HashMap::new(), &mut |uri, what| {
+            let p = dir.join(uri);
+            Ok(Fetched { data: read(&p, what)?, location: p.display().to_string(), etag: None })
+        })
+    })
+    .await
+    .map_err(|e| ImportError::Task(e.to_string()))??;
 
     let start_ms = start_ms.or(p.program_date_ms).unwrap_or_else(now_ms);
     let (day, default_name) = day_and_name(start_ms);
@@ -99,12 +116,12 @@ pub async fn import_playlist(
     // Store objects (content-addressed, so re-imports share them), then the catalog rows.
     let mut written: Vec<String> = Vec::new();
     let result = async {
-        let mut objects: Vec<(String, PathBuf)> = Vec::new();
-        for (sha, path) in &p.inits {
+        let mut objects: Vec<(String, String)> = Vec::new();
+        for (sha, (path, _)) in &p.inits {
             objects.push((keys::segment(user.id, sha, "mp4"), path.clone()));
         }
         for s in &p.segments {
-            objects.push((keys::segment(user.id, &s.sha256, s.ext), s.path.clone()));
+            objects.push((keys::segment(user.id, &s.sha256, s.ext), s.location.clone()));
         }
         objects.sort();
         objects.dedup();
@@ -117,7 +134,7 @@ pub async fn import_playlist(
             if store.head(&key).await?.is_some() {
                 continue;
             }
-            let data = tokio::fs::read(&path).await.map_err(|e| input(format!("segment {}: {e}", path.display())))?;
+            let data = tokio::fs::read(&path).await.map_err(|e| input(format!("segment {path}: {e}")))?;
             store.put(&key, Bytes::from(data)).await?;
             written.push(key);
         }
@@ -138,6 +155,7 @@ pub async fn import_playlist(
             // The file's modification time is the recording's wall-clock end.
             modified_ms: start_ms + duration_ms,
             skipped: p.skipped.join("\n"),
+            source: None,
             segments: p.segments.iter().enumerate().map(|(i, s)| segment_row(user.id, i, s)).collect(),
         };
         Ok::<_, ImportError>(catalog.insert_recording(&rec).await?)
@@ -157,6 +175,8 @@ fn segment_row(user: UserId, seq: usize, s: &Parsed) -> Segment {
         source_name: s.source_name.clone(),
         object_key: keys::segment(user, &s.sha256, s.ext),
         init_key: s.init.as_ref().map(|(sha, _)| keys::segment(user, sha, "mp4")),
+        object_etag: None,
+        init_etag: None,
         sha256: s.sha256.clone(),
         len_bytes: s.len_bytes as i64,
         extinf_ms: s.extinf_ms,
@@ -165,14 +185,28 @@ fn segment_row(user: UserId, seq: usize, s: &Parsed) -> Segment {
     }
 }
 
-/// Reads, hashes and indexes every segment of the playlist and lays the recording out (file
-/// reads and CPU: run it on the blocking pool).
-fn prepare(playlist: &Path) -> Result<Prepared, ImportError> {
-    let text = read(playlist, "playlist")?;
-    let pl = m3u8::parse(&text).map_err(|e| input(format!("playlist {}: {e}", playlist.display())))?;
-    let dir = playlist.parent().unwrap_or(Path::new("."));
+/// A segment or init segment as read for indexing.
+struct Fetched {
+    data: Vec<u8>,
+    /// Its file path or archive URL.
+    location: String,
+    /// The archive object's ETag, when read from an archive.
+    etag: Option<String>,
+}
+
+/// Reads (with `fetch`: a playlist URI, already checked to be a plain relative path, and what it
+/// is for error messages), hashes and indexes every segment of the playlist `text` (named `label`
+/// in errors) and lays the recording out. Segments in `known` (by URI: rows indexed before, of a
+/// growing playlist) are taken from there, not read again. Blocking: file or store reads and CPU.
+fn prepare(
+    text: &[u8],
+    label: &str,
+    known: &HashMap<String, Segment>,
+    fetch: &mut dyn FnMut(&str, &str) -> Result<Fetched, ImportError>,
+) -> Result<Prepared, ImportError> {
+    let pl = m3u8::parse(text).map_err(|e| input(format!("playlist {label}: {e}")))?;
     // Init segments by URI: parsed, with their hash and path.
-    let mut by_uri: HashMap<String, (Arc<fmp4::InitSegment>, String, PathBuf)> = HashMap::new();
+    let mut by_uri: HashMap<String, (Arc<fmp4::InitSegment>, String, String, Option<String>)> = HashMap::new();
     let mut segments: Vec<Parsed> = Vec::new();
     let mut inputs: Vec<SegmentInput> = Vec::new();
     let mut join_next = false;
@@ -195,8 +229,41 @@ fn prepare(playlist: &Path) -> Result<Prepared, ImportError> {
         if !m3u8::is_safe_relative(&seg.uri) {
             return Err(input(format!("segment URI {:?}: only relative paths inside the playlist's folder", seg.uri)));
         }
-        let path = dir.join(&seg.uri);
-        let data = read(&path, &format!("segment {}:", seg.uri))?;
+        if let Some(k) = known.get(&seg.uri)
+            && k.init_key.is_some() == seg.map_uri.is_some()
+        {
+            let index = SegmentIndex::decode(&k.sample_index)
+                .map_err(|e| input(format!("segment {}: stored index: {e}", seg.uri)))?;
+            let mut init = None;
+            if let Some(map) = &seg.map_uri {
+                if !by_uri.contains_key(map) {
+                    let f = fetch(map, "init segment")?;
+                    let parsed = fmp4::parse_init(&f.data).map_err(|e| input(format!("init segment {map}: {e}")))?;
+                    skip(&parsed.skipped);
+                    by_uri.insert(map.clone(), (Arc::new(parsed), sha256_hex(&f.data), f.location, f.etag));
+                }
+                init = by_uri.get(map).map(|(_, sha, loc, _)| (sha.clone(), loc.clone()));
+            } else {
+                carry.remember(&index);
+            }
+            let join_before = join_next || seg.discontinuity;
+            segments.push(Parsed {
+                source_name: seg.uri.clone(),
+                location: k.object_key.clone(),
+                object_etag: k.object_etag.clone(),
+                sha256: k.sha256.clone(),
+                len_bytes: k.len_bytes as u64,
+                extinf_ms: (seg.duration_s * 1000.0).round() as i64,
+                join_before,
+                encoded_index: k.sample_index.clone(),
+                init,
+                ext: if seg.map_uri.is_some() { "m4s" } else { "ts" },
+            });
+            inputs.push(SegmentInput { index: Arc::new(index), join_before });
+            join_next = false;
+            continue;
+        }
+        let Fetched { data, location, etag: object_etag } = fetch(&seg.uri, &format!("segment {}:", seg.uri))?;
         let (index, init, ext): (SegmentIndex, _, _) = match &seg.map_uri {
             Some(map) => {
                 if !m3u8::is_safe_relative(map) {
@@ -205,15 +272,14 @@ fn prepare(playlist: &Path) -> Result<Prepared, ImportError> {
                     )));
                 }
                 if !by_uri.contains_key(map) {
-                    let ipath = dir.join(map);
-                    let ib = read(&ipath, "init segment")?;
-                    let init = fmp4::parse_init(&ib).map_err(|e| input(format!("init segment {map}: {e}")))?;
+                    let f = fetch(map, "init segment")?;
+                    let init = fmp4::parse_init(&f.data).map_err(|e| input(format!("init segment {map}: {e}")))?;
                     skip(&init.skipped);
-                    by_uri.insert(map.clone(), (Arc::new(init), sha256_hex(&ib), ipath));
+                    by_uri.insert(map.clone(), (Arc::new(init), sha256_hex(&f.data), f.location, f.etag));
                 }
-                let (init, sha, ipath) = by_uri.get(map).ok_or_else(|| input(format!("init segment {map}")))?;
+                let (init, sha, iloc, _) = by_uri.get(map).ok_or_else(|| input(format!("init segment {map}")))?;
                 let idx = fmp4::index_segment(init, &data).map_err(|e| input(format!("segment {}: {e}", seg.uri)))?;
-                (idx, Some((sha.clone(), ipath.clone())), "m4s")
+                (idx, Some((sha.clone(), iloc.clone())), "m4s")
             }
             None => {
                 let ts = ts::index_segment_with(&data, &mut carry)
@@ -228,7 +294,8 @@ fn prepare(playlist: &Path) -> Result<Prepared, ImportError> {
         let join_before = join_next || seg.discontinuity;
         segments.push(Parsed {
             source_name: seg.uri.clone(),
-            path,
+            location,
+            object_etag,
             sha256: sha256_hex(&data),
             len_bytes: data.len() as u64,
             extinf_ms: (seg.duration_s * 1000.0).round() as i64,
@@ -241,14 +308,14 @@ fn prepare(playlist: &Path) -> Result<Prepared, ImportError> {
         join_next = false;
     }
     if segments.is_empty() {
-        return Err(input(format!("playlist {}: no segments to import", playlist.display())));
+        return Err(input(format!("playlist {label}: no segments to import")));
     }
-    let layout = Layout::build(&inputs).map_err(|e| input(format!("playlist {}: {e}", playlist.display())))?;
+    let layout = Layout::build(&inputs).map_err(|e| input(format!("playlist {label}: {e}")))?;
     let mut etag = EtagHasher::default();
     for s in &segments {
         etag.push(&s.sha256, &s.encoded_index, s.join_before);
     }
     let program_date_ms = pl.segments.first().and_then(|s| s.program_date_time.as_deref()).and_then(parse_rfc3339_ms);
-    let inits = by_uri.into_values().map(|(_, sha, path)| (sha, path)).collect();
+    let inits = by_uri.into_values().map(|(_, sha, loc, etag)| (sha, (loc, etag))).collect();
     Ok(Prepared { segments, inits, layout, etag: etag.value(), skipped, program_date_ms })
 }

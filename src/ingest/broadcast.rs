@@ -382,6 +382,8 @@ impl Broadcast {
             source_name: name.clone(),
             object_key: p.object_key.clone(),
             init_key: p.init_key.clone(),
+            object_etag: None,
+            init_etag: None,
             sha256: p.sha256.clone(),
             len_bytes: p.len_bytes as i64,
             extinf_ms: (extinf_s * 1000.0).round() as i64,
@@ -414,6 +416,7 @@ impl Broadcast {
                     codecs: s.codecs.clone(),
                     modified_ms: now_ms,
                     skipped: self.skipped.join("\n"),
+                    source: None,
                     segments: vec![segment],
                 })
             }
