@@ -202,22 +202,20 @@ impl S3 {
     /// Size and ETag of `bucket`/`key`, or `None` if absent.
     pub async fn stat(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
         let what = format!("s3://{bucket}/{key}");
-        let r = self
-            .retry(&what, || async {
-                let out = self.client.head_object().bucket(bucket).key(key).send().await;
-                match out {
-                    Ok(o) => Ok(Some(ObjectMeta {
-                        len_bytes: o.content_length().unwrap_or(0).max(0) as u64,
-                        etag: o.e_tag().map(str::to_string),
-                    })),
-                    Err(e) => match classify(e, &what, None) {
-                        Failure::Permanent(StoreError::NotFound(_)) => Ok(None),
-                        f => Err(f),
-                    },
-                }
-            })
-            .await;
-        r
+        self.retry(&what, || async {
+            let out = self.client.head_object().bucket(bucket).key(key).send().await;
+            match out {
+                Ok(o) => Ok(Some(ObjectMeta {
+                    len_bytes: o.content_length().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(str::to_string),
+                })),
+                Err(e) => match classify(e, &what, None) {
+                    Failure::Permanent(StoreError::NotFound(_)) => Ok(None),
+                    f => Err(f),
+                },
+            }
+        })
+        .await
     }
 
     /// The whole of `bucket`/`key` with its ETag (a playlist, a segment being indexed).

@@ -227,10 +227,8 @@ fn scan_is_idempotent_resumable_and_follows_changes() {
     // names come from the time of the import: these fixtures have no PROGRAM-DATE-TIME).
     let (s1, s2) = (env.serve(), env2.serve());
     let by_camera = |server: &Server, token: &str, paths: &[String]| {
-        let mut v: Vec<(String, (String, u64))> = paths
-            .iter()
-            .map(|p| (p.split('/').nth(1).unwrap().to_string(), head_etag(server, p, token)))
-            .collect();
+        let mut v: Vec<(String, (String, u64))> =
+            paths.iter().map(|p| (p.split('/').nth(1).unwrap().to_string(), head_etag(server, p, token))).collect();
         v.sort();
         v
     };
@@ -473,10 +471,11 @@ fn store_failures_are_retried_or_reported() {
     }
     let changed = metric(&server, "jitmux_store_changed_objects_total");
     let mid = expected[0].len() / 2;
-    let r = request("GET", &server.url(&paths[0]), &[
-        ("Authorization", &format!("Bearer {}", env.token)),
-        ("Range", &format!("bytes={mid}-{}", mid + 999)),
-    ]);
+    let r = request(
+        "GET",
+        &server.url(&paths[0]),
+        &[("Authorization", &format!("Bearer {}", env.token)), ("Range", &format!("bytes={mid}-{}", mid + 999))],
+    );
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("changed since it was indexed"));
     assert!(metric(&server, "jitmux_store_changed_objects_total") > changed);
