@@ -416,14 +416,14 @@ async fn scan(
     let opts = ScanOptions { jobs, camera, follow_live: watch.is_some() };
     loop {
         let bar = indicatif::ProgressBar::new(0).with_style(
-            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} playlists [{elapsed}] {wide_msg}")
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} playlists [{elapsed}, {eta} left]")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let mut seen = 0u64;
         let report = scan(catalog, store.as_ref(), &s3, &user, &url, &opts, |ev| {
-            seen += 1;
-            bar.set_length(seen.max(bar.length().unwrap_or(0)));
-            bar.inc(1);
+            match ev {
+                Event::Listed { playlists } => bar.set_length(*playlists as u64),
+                _ => bar.inc(1),
+            }
             bar.suspend(|| match ev {
                 Event::Done { url, camera, outcome } => {
                     let r = outcome.recording();
@@ -436,7 +436,7 @@ async fn scan(
                     };
                     println!("{verb} {url} as /{camera}/{}/{}.mp4", r.day, r.name);
                 }
-                Event::Master { .. } => {}
+                Event::Listed { .. } | Event::Master { .. } => {}
                 Event::Failed { url, error } => eprintln!("failed {url}: {error}"),
             });
         })

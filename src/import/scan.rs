@@ -26,6 +26,10 @@ pub struct ScanOptions {
 /// What happened to one playlist.
 #[derive(Debug)]
 pub enum Event {
+    /// The listing is done: this many playlists will follow.
+    Listed {
+        playlists: usize,
+    },
     Done {
         url: ArchiveUrl,
         camera: String,
@@ -88,6 +92,7 @@ pub async fn scan(
     let keys: Vec<String> =
         s3.list(&prefix.bucket, &prefix.key).await?.into_iter().filter(|k| k.ends_with(".m3u8")).collect();
     let mut report = ScanReport { playlists: keys.len(), ..ScanReport::default() };
+    on_event(&Event::Listed { playlists: keys.len() });
     let aopts = ArchiveOptions { follow_live: opts.follow_live, ..ArchiveOptions::default() };
     let mut results = futures::stream::iter(keys)
         .map(|key| {
@@ -117,6 +122,7 @@ pub async fn scan(
             Event::Done { outcome: Outcome::Replaced(_), .. } => report.replaced += 1,
             Event::Done { outcome: Outcome::Unchanged(_), .. } => report.unchanged += 1,
             Event::Done { outcome: Outcome::Live { .. }, .. } => report.live += 1,
+            Event::Listed { .. } => {}
             Event::Master { .. } => report.masters += 1,
             Event::Failed { error, .. } => {
                 report.failed += 1;
