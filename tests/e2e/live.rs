@@ -44,7 +44,7 @@ fn json(url: &str, token: &str) -> serde_json::Value {
 }
 
 /// The camera's recordings (name, live) of today (UTC).
-fn recordings(server: &Server, token: &str, camera: &str) -> Vec<(String, bool)> {
+pub fn recordings(server: &Server, token: &str, camera: &str) -> Vec<(String, bool)> {
     let cam = json(&server.url(&format!("/{camera}/")), token);
     let mut out = Vec::new();
     for day in cam["entries"].as_array().cloned().unwrap_or_default() {
@@ -84,7 +84,7 @@ fn hashes(file: &Path, stream: &str, ignore_editlist: bool) -> Vec<String> {
         .collect()
 }
 
-fn decode_errors(file: &Path) -> String {
+pub fn decode_errors(file: &Path) -> String {
     let out = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(file).args(["-f", "null", "-"]).output().unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

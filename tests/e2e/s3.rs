@@ -482,3 +482,38 @@ fn store_failures_are_retried_or_reported() {
     // Other files are still served.
     assert!(get(&server.url(&paths[1]), &env.token).body == expected[1]);
 }
+
+/// Live ingest from ffmpeg with jitmux's own objects in a bucket: segments, the file's head and
+/// the finished recording all there, and the file whole.
+#[test]
+fn live_ingest_into_an_s3_store() {
+    use crate::live::{decode_errors, encoder, mezzanine, recordings, wait_for};
+    let sw = Seaweed::start();
+    sw.mkbucket("jitmux");
+    let env = Env::new("erin");
+    let key = env.camera_add("erin", "porch");
+    let dir = tempfile::tempdir().unwrap();
+    let mezz = mezzanine(dir.path(), 6);
+    let server = Server::start_env(env.data(), &["--store", STORE, "--ingest-idle-timeout", "5"], &sw.env());
+    let mut ffmpeg = encoder(&mezz, &server.base, "porch", &key, "mpegts");
+    wait_for("the broadcast to appear, live", 15, || recordings(&server, &env.token, "porch").iter().any(|r| r.1));
+    assert!(ffmpeg.wait().unwrap().success());
+    wait_for("the broadcast to end", 20, || recordings(&server, &env.token, "porch").iter().all(|r| !r.1));
+    let keys = sw.keys("jitmux", "node/users/");
+    let segments = keys.iter().filter(|k| k.contains("/segments/") && k.ends_with(".ts")).count();
+    assert!(segments >= 5, "segments in the bucket: {keys:?}");
+    assert!(keys.iter().any(|k| k.contains("/heads/")), "the ended file's head in the bucket: {keys:?}");
+    let path = recordings(&server, &env.token, "porch")[0].0.clone();
+    let r = get(&server.url(&path), &env.token);
+    assert_eq!(r.status, 200);
+    let out = dir.path().join("ingested.mp4");
+    std::fs::write(&out, &r.body).unwrap();
+    assert_eq!(decode_errors(&out), "", "the ingested file decodes cleanly");
+    let frames = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"])
+        .args(["-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&frames.stdout).trim(), "180", "6 s at 30 fps, every frame");
+}
