@@ -455,7 +455,9 @@ pub fn parse_h265_sps(nal: &[u8]) -> Result<H265Sps, FormatError> {
     }
     let bit_depth_luma_minus8 = r.ue("SPS bit_depth_luma_minus8")?;
     let bit_depth_chroma_minus8 = r.ue("SPS bit_depth_chroma_minus8")?;
-    let log2_max_poc_lsb = r.ue("SPS log2_max_pic_order_cnt_lsb_minus4")? + 4;
+    // H.265 §7.4.3.2.1: log2_max_pic_order_cnt_lsb_minus4 is 0..=12 (checked before adding:
+    // a garbage exp-Golomb value can be u32::MAX).
+    let log2_max_poc_lsb = r.ue("SPS log2_max_pic_order_cnt_lsb_minus4")?.saturating_add(4);
     if log2_max_poc_lsb > 16 {
         return Err(FormatError::new(0, "bad SPS log2_max_pic_order_cnt_lsb_minus4"));
     }
@@ -719,5 +721,15 @@ mod tests {
     #[test]
     fn fuzz_huge_delta_scale_does_not_overflow() {
         let _ = parse_h264_sps(include_bytes!("../testdata/fuzz_h264_sps_scaling_overflow.bin"));
+    }
+
+    /// Fuzzing found (sps): `log2_max_pic_order_cnt_lsb_minus4` of u32::MAX overflowed when 4
+    /// was added; it is a bad SPS now.
+    #[test]
+    fn fuzz_huge_poc_lsb_is_an_error() {
+        let data = include_bytes!("../testdata/fuzz_h265_sps_poc_lsb_overflow.bin");
+        for start in 0..data.len() {
+            let _ = parse_h265_sps(&data[start..]);
+        }
     }
 }

@@ -16,6 +16,11 @@
 
 use super::FormatError;
 
+/// Largest decode time magnitude a stored index may hold, in track timescale ticks: 2^56, about
+/// 228 years at 10 MHz (the finest timescale in use; an epoch-based `tfdt` at 10 MHz is about
+/// 2^54). Keeps every later sum of times, durations and offsets far from `i64` overflow.
+pub const MAX_ABS_DTS: u64 = 1 << 56;
+
 /// Container of the stored segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Container {
@@ -302,7 +307,10 @@ impl SegmentIndex {
             let (mut dts, mut src) = (0i64, 0i64);
             let out_of_range = |at: usize| FormatError::new(at as u64, "index value out of range");
             for _ in 0..nsamples {
-                dts = dts.checked_add(r.sv()?).ok_or_else(|| out_of_range(r.pos))?;
+                dts = dts
+                    .checked_add(r.sv()?)
+                    .filter(|d| d.unsigned_abs() <= MAX_ABS_DTS)
+                    .ok_or_else(|| out_of_range(r.pos))?;
                 let dur = r.uv()? as u32;
                 let cts_offset = r.sv()? as i32;
                 let ls = r.uv()?;

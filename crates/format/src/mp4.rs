@@ -892,7 +892,7 @@ impl Timeline {
             let n = src.len();
             for (k, s) in t_idx.samples.iter().enumerate() {
                 let cts = rescale(s.cts_offset as i64, in_ts, ts) as i32;
-                t.min_pts = t.min_pts.min(out + cts as i64);
+                t.min_pts = t.min_pts.min(out.saturating_add(cts as i64));
                 let dur = if k + 1 < n {
                     let d = src[k + 1] - src[k];
                     if d > 0 && d <= max_dur {
@@ -910,7 +910,7 @@ impl Timeline {
                     sync: s.sync,
                 });
                 if k + 1 < n {
-                    out += dur;
+                    out = out.saturating_add(dur);
                 }
             }
             t.last_dts = out;
@@ -1396,6 +1396,21 @@ mod tests {
     use super::*;
     use crate::boxes::UNITY_MATRIX;
     use crate::index::{Chunk, Sample, TrackConfig, TrackIndex};
+
+    /// Fuzzing found (sample_index): a stored index whose decode times run up to i64::MAX made
+    /// the layout's running output time overflow; it saturates now (the file is nonsense, but no
+    /// panic reaches the server).
+    #[test]
+    fn fuzz_decode_times_near_i64_max_do_not_overflow() {
+        let b = include_bytes!("../testdata/fuzz_index_layout-dts-overflow");
+        if let Ok(idx) = crate::index::SegmentIndex::decode(b) {
+            let idx = Arc::new(idx);
+            for join_before in [false, true] {
+                let one = SegmentInput { index: idx.clone(), join_before: false };
+                let _ = Layout::build(&[one.clone(), SegmentInput { index: idx.clone(), join_before }]);
+            }
+        }
+    }
 
     /// `Layout::build` as it was before [`LayoutBuilder`]: every segment through the timeline,
     /// then the whole `moov` written (twice when it turns out to need `co64`), edit lists from a
