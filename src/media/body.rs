@@ -158,7 +158,7 @@ pub(super) async fn send_pieces(
 }
 
 /// Segments read ahead of the one a sequential body is in.
-const READ_AHEAD: usize = 1;
+const READ_AHEAD: usize = 2;
 
 async fn fetch_piece(
     media: &Arc<UserMedia>,
