@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Object storage benchmark, side by side in one run on this machine.
+"""Object storage benchmark, side by side in one run on this machine (every HTTP figure by curl).
 
 For a 300 s 720p recording in MPEG-TS and in fMP4 (BENCH=1 ../shared/fixtures/make_fixtures.sh
 makes them in /tmp/jitmux-bench), each set uploaded to SeaweedFS (scripts/seaweed.sh) and
@@ -7,8 +7,10 @@ indexed there in place:
 
   store   reading every segment object of the set once from S3, sequentially over one
           keep-alive connection (curl, SigV4): what the store gives one reader, MB/s
-  rtt     a 1-byte ranged GET of a segment object: the store's round trip, ms (median of 9)
-  cold    a full download from a freshly started jitmux (empty cache), MB/s
+  rtt     a 1-byte ranged GET of a segment object on a new connection: the store's round trip,
+          ms (curl's time to first byte, median of 9)
+  cold    a full download from a freshly started jitmux (empty cache), MB/s; locally also on a
+          node in steady state (its cache full and turning over), the usual case of a node
   warm    the same download again (segments in the node cache), MB/s
   ttfb    time to the first byte of a full GET from a freshly started jitmux, ms (median of 9;
           each on a new server): the stored head is read, then sent
@@ -65,24 +67,14 @@ class Server:
         self.p.wait()
 
 
-def get(url, token=None, rng=None):
-    """(seconds to first byte, seconds total, bytes) of one GET."""
-    req = urllib.request.Request(url)
+def get(url, token=None):
+    """(seconds to first byte, seconds total, bytes) of one GET by curl (its own timers: process
+    start-up excluded; a new connection, as a downloader makes)."""
+    args = ["curl", "-sf", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total} %{size_download}"]
     if token:
-        req.add_header("Authorization", "Bearer " + token)
-    if rng:
-        req.add_header("Range", rng)
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(req) as r:
-        first = r.read(1)
-        t1 = time.perf_counter()
-        n = len(first)
-        while True:
-            b = r.read(1 << 20)
-            if not b:
-                break
-            n += len(b)
-    return t1 - t0, time.perf_counter() - t0, n
+        args += ["-H", "Authorization: Bearer " + token]
+    out = subprocess.run(args + [url], check=True, capture_output=True, text=True).stdout.split()
+    return float(out[0]), float(out[1]), int(out[2])
 
 
 def mbps(n, s):
@@ -108,6 +100,11 @@ def main():
         token = sh(BIN, "--data-dir", data, "user", "add", "bench", env=env).stdout.strip().splitlines()[-1]
         sh(BIN, "--data-dir", data, "user", "grant", "bench", "s3://archive/", env=env)
         rows = []
+        local_paths = {}
+        for s in SETS:
+            local_paths[s] = sh(BIN, "--data-dir", data, "import", "--user", "bench", "--camera",
+                                s.split("_")[0] + "l", "--start", START, os.path.join(SETS_DIR, s, "index.m3u8"),
+                                env=env).stdout.strip().splitlines()[-1]
         for s in SETS:
             d = os.path.join(SETS_DIR, s)
             files = sorted(f for f in os.listdir(d) if os.path.isfile(os.path.join(d, f)))
@@ -116,8 +113,7 @@ def main():
             cam = s.split("_")[0]
             path = sh(BIN, "--data-dir", data, "import", "--user", "bench", "--camera", cam, "--start", START,
                       f"s3://archive/{s}/index.m3u8", env=env).stdout.strip().splitlines()[-1]
-            local_path = sh(BIN, "--data-dir", data, "import", "--user", "bench", "--camera", cam + "l",
-                            "--start", START, os.path.join(d, "index.m3u8"), env=env).stdout.strip().splitlines()[-1]
+            local_path = local_paths[s]
 
             # The store alone: every segment once, sequentially, one connection.
             segs = [f for f in files if not f.endswith(".m3u8")]
@@ -127,18 +123,15 @@ def main():
                 args += ["-o", "/dev/null", f"http://127.0.0.1:{PORT_S3}/archive/{s}/{f}"]
             best = min(timed(lambda: subprocess.run(args, check=True)) for _ in range(3))
             store = mbps(total, best)
+            # curl's time to first byte (process start-up excluded), a new connection each time,
+            # as jitmux's first read after a start.
             rtts = []
             for _ in range(9):
-                t0 = time.perf_counter()
-                subprocess.run(args[:6] + ["-o", "/dev/null", "-r", "0-0",
-                                           f"http://127.0.0.1:{PORT_S3}/archive/{s}/{segs[0]}"], check=True)
-                rtts.append((time.perf_counter() - t0) * 1e3)
-            # curl's own start-up is in both figures; subtract its cost measured on a local file.
-            t0 = time.perf_counter()
-            for _ in range(9):
-                subprocess.run(["curl", "-s", "-o", "/dev/null", "file:///dev/null"], check=True)
-            curl_ms = (time.perf_counter() - t0) / 9 * 1e3
-            rtt = statistics.median(rtts) - curl_ms
+                out = subprocess.run(args[:6] + ["-o", "/dev/null", "-r", "0-0", "-w", "%{time_starttransfer}",
+                                                 f"http://127.0.0.1:{PORT_S3}/archive/{s}/{segs[0]}"],
+                                     check=True, capture_output=True, text=True).stdout
+                rtts.append(float(out) * 1e3)
+            rtt = statistics.median(rtts)
 
             url = None
             colds, warms, ttfbs = [], [], []
@@ -147,7 +140,7 @@ def main():
                 url = srv.base + "/v1/files" + path
                 ttfb, total_s, n = get(url, token)
                 ttfbs.append(ttfb * 1e3)
-                if i < 3:
+                if i < 5:
                     colds.append(mbps(n, total_s))
                     warms.append(mbps(n, get(url, token)[1]))
                 srv.stop()
@@ -157,14 +150,14 @@ def main():
             get(url, token)
             one = srv.metric("jitmux_store_reads_total") - r0
             srv.stop()
-            srv = Server(data, env)
+            srv = Server(data, env, ("--user-max-downloads", "64"))
             url = srv.base + "/v1/files" + path
             r0 = srv.metric("jitmux_store_reads_total")
             with concurrent.futures.ThreadPoolExecutor(50) as ex:
                 list(ex.map(lambda _: get(url, token), range(50)))
             fifty = srv.metric("jitmux_store_reads_total") - r0
             srv.stop()
-            rows.append(("S3", s, store, max(colds), max(warms), statistics.median(ttfbs), rtt, one, fifty, n))
+            rows.append(("S3", s, store, colds, warms, statistics.median(ttfbs), rtt, one, fifty, n))
 
             # Local: jitmux on its local store vs nginx serving the same bytes.
             srv = Server(data, env)
@@ -179,24 +172,36 @@ def main():
                 nginx = start_nginx(tmp, www)
             ngx = f"http://127.0.0.1:18790/{s}.mp4"
             ngx_best = max(mbps(n, get(ngx)[1]) for _ in range(3))
-            lcold, lwarm = [], []
-            for _ in range(3):
+            lcold, lwarm, lsteady = [], [], []
+            for _ in range(5):
                 srv = Server(data, env)
                 lurl = srv.base + "/v1/files" + local_path
                 lcold.append(mbps(n, get(lurl, token)[1]))
                 lwarm.append(mbps(n, get(lurl, token)[1]))
                 srv.stop()
-            rows.append(("local", s, ngx_best, max(lcold), max(lwarm), None, None, None, None, n))
+            # A node in steady state: its cache (64 MiB here) full and turning over after serving
+            # the other recording, then this one, not cached.
+            other = local_paths[SETS[1] if s == SETS[0] else SETS[0]]
+            for _ in range(5):
+                srv = Server(data, env, ("--cache-bytes", str(64 << 20)))
+                get(srv.base + "/v1/files" + other, token)
+                lsteady.append(mbps(n, get(srv.base + "/v1/files" + local_path, token)[1]))
+                srv.stop()
+            rows.append(("local", s, ngx_best, lcold, lwarm, None, None, None, None, n))
+            rows.append(("local", s + " (steady)", ngx_best, lsteady, lwarm, None, None, None, None, n))
 
-        print(f"\n{'':6} {'set':28} {'MB':>6} {'store/nginx':>11} {'cold':>8} {'warm':>8} "
-              f"{'ttfb ms':>8} {'rtt ms':>7} {'GETs 1':>6} {'GETs 50':>7}")
+        print(f"\n{'':6} {'set':28} {'MB':>6} {'store/nginx':>11} {'cold best (median)':>22} "
+              f"{'warm best (median)':>22} {'ttfb ms':>8} {'rtt ms':>7} {'GETs 1':>6} {'GETs 50':>7}")
         for where, s, base, cold, warm, ttfb, rtt, one, fifty, n in rows:
             extra = (f"{ttfb:8.2f} {rtt:7.2f} {one:6.0f} {fifty:7.0f}" if ttfb is not None else "")
-            print(f"{where:6} {s:28} {n / 1e6:6.1f} {base:8.0f} MB/s {cold:5.0f} ({cold / base:.2f}x) "
-                  f"{warm:5.0f} ({warm / base:.2f}x) {extra}")
+            c, w = max(cold), max(warm)
+            cm, wm = statistics.median(cold), statistics.median(warm)
+            print(f"{where:6} {s:28} {n / 1e6:6.1f} {base:6.0f} MB/s {c:5.0f} {c / base:.2f}x ({cm / base:.2f}x) "
+                  f"{w:5.0f} {w / base:.2f}x ({wm / base:.2f}x) {extra}")
         print("\nstore/nginx: S3 rows, the store read sequentially by curl; local rows, nginx serving the "
-              "same file. cold/warm: jitmux full download, best of 3. ttfb: median of 9 cold servers. "
-              "GETs: store reads for 1 viewer and for 50 concurrent viewers of the file.")
+              "same file (best of 3). cold/warm: jitmux full download by curl on a fresh server, best "
+              "and median of 5, as a fraction of store/nginx; (steady): cold on a node whose cache is full and turning over (64 MiB, the other recording served first). ttfb: median of 9 fresh servers. GETs: "
+              "store reads for 1 viewer and for 50 concurrent viewers of the file.")
     finally:
         if nginx:
             nginx.terminate()
