@@ -3,11 +3,16 @@
 # runs tests/tools/validate.py on each playlist: the full MP4 (with HTTP Range checks) and the
 # quasi-stream (?mode=stream). Prints one line per check and a summary; exit 1 if any failed.
 # With --s3, every set is uploaded to a SeaweedFS started for the run (scripts/seaweed.sh) and
-# indexed there in place (import s3://…), the node's own objects going to a bucket too.
-#   scripts/validate-shared.sh [--s3] [SETS_DIR]
+# indexed there in place (import s3://…), the node's own objects going to a bucket too; with
+# --s3-copied, every set is imported (copied) into an S3 store instead.
+#   scripts/validate-shared.sh [--s3 | --s3-copied] [SETS_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-S3=0; if [ "${1:-}" = --s3 ]; then S3=1; shift; fi
+S3=0; COPIED=0
+case "${1:-}" in
+  --s3) S3=1; shift ;;
+  --s3-copied) S3=1; COPIED=1; shift ;;
+esac
 SETS=${1:-../shared/fixtures/sets}
 cargo build --release -q || exit 1
 B=target/release/jitmux
@@ -28,7 +33,7 @@ for set in $(find "$SETS" -mindepth 2 -maxdepth 2 -type d | sort); do
     n=$((n + 1))
     name="$(basename "$set")/$(basename "$pl")"
     src="$pl"
-    if [ $S3 = 1 ]; then
+    if [ $S3 = 1 ] && [ $COPIED = 0 ]; then
       for f in "$set"/*; do
         [ -f "$f" ] && scripts/seaweed.sh put "$D/sw" "archive/c$n/$(basename "$f")" "$f" >/dev/null
       done

@@ -303,9 +303,26 @@ fn users_reach_only_their_grants() {
         &cli(&["import", "--user", "alice", "--camera", "front", "s3://cams/alice/front/index.m3u8"]),
         "alice import",
     );
+    let bob_path = last_line(
+        &cli(&["import", "--user", "bob", "--camera", "gate", "s3://cams/bob/front/index.m3u8"]),
+        "bob import",
+    );
     let server = Server::start_env(env.data(), &[], &aws);
     assert_eq!(get(&server.url(&path), &env.token).status, 200);
     assert_eq!(get(&server.url(&path), &bob_token).status, 404, "bob does not see alice's file");
+    // Nor through a signed URL: bob cannot sign alice's path, and his own link moved onto her
+    // path, or her link with his name, is refused.
+    let r = cli(&["share", "--user", "bob", "--base", "", &path]);
+    assert_ne!(r.code, 0, "bob signed alice's path: {}", r.stdout);
+    let bob_link = last_line(&cli(&["share", "--user", "bob", "--base", "", &bob_path]), "bob share");
+    assert_eq!(request("GET", &format!("{}{bob_link}", server.base), &[]).status, 200);
+    let (_, q) = bob_link.split_once('?').unwrap();
+    let moved = format!("{}/v1/files{path}?{q}", server.base);
+    assert_eq!(request("GET", &moved, &[]).status, 403, "bob's link on alice's path");
+    let alice_link = last_line(&cli(&["share", "--user", "alice", "--base", "", &path]), "alice share");
+    let renamed = format!("{}{}", server.base, alice_link.replace("u=alice", "u=bob"));
+    assert!(renamed.contains("u=bob"));
+    assert_eq!(request("GET", &renamed, &[]).status, 403, "alice's link with bob's name");
     // A revoked grant stops reads within the grants' refresh time (2 s).
     assert_eq!(cli(&["user", "grant", "alice", "s3://cams/alice/", "--revoke"]).code, 0);
     let t0 = Instant::now();
