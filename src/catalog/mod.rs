@@ -630,7 +630,9 @@ impl Catalog {
         }
     }
 
-    /// Adds a new signing key, which signs from now on; older keys still verify.
+    /// Adds a new signing key, which signs from now on; older keys still verify. Its creation
+    /// time is later than every other key's, even for two rotations within one millisecond, so
+    /// "the newest key" is always one key.
     pub async fn rotate_signing_key(&self) -> Result<(String, Vec<u8>)> {
         use rand::RngCore;
         let mut secret = vec![0u8; 32];
@@ -638,12 +640,15 @@ impl Catalog {
         let mut kid = [0u8; 6];
         rand::rngs::OsRng.fill_bytes(&mut kid);
         let kid = hex::encode(kid);
-        sqlx::query("INSERT INTO signing_keys (kid, secret_hex, created_ms) VALUES ($1, $2, $3)")
-            .bind(&kid)
-            .bind(hex::encode(&secret))
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, secret_hex, created_ms) \
+             SELECT $1, $2, CASE WHEN MAX(created_ms) >= $3 THEN MAX(created_ms) + 1 ELSE $3 END FROM signing_keys",
+        )
+        .bind(&kid)
+        .bind(hex::encode(&secret))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
         Ok((kid, secret))
     }
 
