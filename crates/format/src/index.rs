@@ -184,8 +184,9 @@ impl SegmentIndex {
     }
 
     /// Checks the invariants the layout relies on: chunks cover the samples in order, chunk
-    /// sizes add up, video tracks come before audio tracks, at most [`MAX_TRACKS`] tracks.
-    /// Demuxers call this before returning.
+    /// sizes add up, video tracks come before audio tracks, at most [`MAX_TRACKS`] tracks, no
+    /// decode time past [`MAX_ABS_DTS`] (what [`Self::decode`] accepts). Demuxers call this
+    /// before returning.
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.tracks.len() > MAX_TRACKS {
             return Err(FormatError::new(0, format!("{} tracks, at most {MAX_TRACKS}", self.tracks.len())));
@@ -213,6 +214,9 @@ impl SegmentIndex {
             }
             if next as usize != t.samples.len() {
                 return Err(FormatError::new(0, "chunks do not cover all samples"));
+            }
+            if t.samples.iter().any(|s| s.dts.unsigned_abs() > MAX_ABS_DTS) {
+                return Err(FormatError::new(0, format!("a decode time past {MAX_ABS_DTS} ticks")));
             }
         }
         Ok(())
