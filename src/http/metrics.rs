@@ -9,7 +9,7 @@
 //!
 //! Origin offload, the key figure of a caching origin in front of object storage:
 //! `jitmux_http_response_bytes_total` (served) against `jitmux_store_read_bytes_total` (read),
-//! GETs per served file as `jitmux_store_reads_total` against `jitmux_http_requests_total`, and
+//! GETs per served body as `jitmux_store_reads_total` against `jitmux_media_bodies_total`, and
 //! `jitmux_chunk_cache_{hits,misses}_total`.
 
 use std::pin::Pin;
@@ -81,6 +81,10 @@ fn describe() {
     );
     describe_counter!("jitmux_chunk_cache_evictions_total", "Entries dropped from the node's cache to stay in bounds.");
     describe_gauge!("jitmux_chunk_cache_bytes", Unit::Bytes, "Bytes held by the node's cache.");
+    describe_counter!(
+        "jitmux_media_bodies_total",
+        "Bodies made: byte ranges of full files (kind=file) and quasi-streams (kind=stream)."
+    );
     describe_counter!("jitmux_instances_created_total", "User program instances created.");
     describe_counter!("jitmux_instances_evicted_total", "User program instances evicted when idle.");
 }

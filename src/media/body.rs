@@ -50,6 +50,7 @@ where
 /// (one read, and for MPEG-TS one transmux, per segment). Errors end the stream; a file
 /// whose recording grew or changed since `file` was resolved ends with [`MediaError::Changed`].
 pub fn body(catalog: Catalog, media: Arc<UserMedia>, file: File, range: Range<u64>) -> BodyStream {
+    metrics::counter!("jitmux_media_bodies_total", "kind" => "file").increment(1);
     spawn_producer("body", move |tx| async move { produce(&catalog, &media, &file, range, &tx).await })
 }
 

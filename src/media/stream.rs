@@ -32,6 +32,7 @@ const LIVE_POLL: Duration = Duration::from_secs(1);
 /// segment lands (announced by this node's catalog, or seen by polling it), skips ahead when the
 /// viewer falls more than [`MAX_BEHIND_SEGMENTS`] behind, and ends when the broadcast ends.
 pub fn fragments(catalog: Catalog, media: Arc<UserMedia>, file: File, start_s: Option<f64>) -> BodyStream {
+    metrics::counter!("jitmux_media_bodies_total", "kind" => "stream").increment(1);
     spawn_producer("stream", move |tx| async move { produce(&catalog, &media, file, start_s, &tx).await })
 }
 
