@@ -16,9 +16,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Fetched, ImportError, Prepared, input, prepare};
-use crate::catalog::{Catalog, NewRecording, Recording, Segment, User};
-use crate::format::m3u8;
+use super::{Fetched, ImportError, Placement, Prepared, input, prepare};
+use crate::catalog::{Catalog, Recording, Segment, User};
 use crate::format::mp4::FORMAT_VERSION;
 use crate::model::{day_and_name, keys, now_ms};
 use crate::store::{ArchiveUrl, ObjectStore, S3, StoreError};
@@ -109,9 +108,6 @@ pub async fn import_archive(
     {
         return Ok(Outcome::Unchanged(rec.clone()));
     }
-    let pl = m3u8::parse(&text).map_err(|e| input(format!("playlist {source}: {e}")))?;
-    let growing = opts.follow_live && !pl.ended && pl.playlist_type != Some(m3u8::PlaylistType::Vod);
-
     // A live recording of this playlist: index only what was added.
     let old_segments = match &existing {
         Some((rec, _)) if rec.live => catalog.segments(rec.id).await?,
@@ -124,12 +120,13 @@ pub async fn import_archive(
         prepare(&text, &label, &known, &mut |uri, what| {
             let at = urlb.sibling(uri).map_err(|e| input(format!("{what} {uri}: {e}")))?;
             let (data, etag) = handle.block_on(s3b.get_all(&at.bucket, &at.key)).map_err(archive_error)?;
-            Ok(Fetched { data: data.to_vec(), location: at.to_string(), etag })
+            Ok(Fetched { data, location: at.to_string(), etag })
         })
     })
     .await
     .map_err(|e| ImportError::Task(e.to_string()))??;
-    let rows: Vec<Segment> = p.segments.iter().enumerate().map(|(i, s)| segment_row(&p, i, s)).collect();
+    let growing = opts.follow_live && p.open;
+    let rows = p.segment_rows(Placement::InPlace);
 
     if let Some((rec, _)) = &existing
         && rec.live
@@ -143,32 +140,15 @@ pub async fn import_archive(
     // otherwise: its path stays the same.
     let old = existing.as_ref().map(|(r, _)| r);
     let start_ms = opts.start_ms.or(p.program_date_ms).or(old.map(|r| r.start_ms)).unwrap_or_else(now_ms);
-    let (day, default_name) = day_and_name(start_ms);
-    let default_name = old.filter(|r| r.start_ms == start_ms).map_or(default_name, |r| r.name.clone());
-    let duration_ms = (p.layout.duration_s() * 1000.0).round() as i64;
+    let name = opts.name.clone().unwrap_or_else(|| match old.filter(|r| r.start_ms == start_ms) {
+        Some(r) => r.name.clone(),
+        None => day_and_name(start_ms).1,
+    });
     if !growing {
         store.put(&keys::head(user.id, &p.etag), Bytes::copy_from_slice(&p.layout.head)).await?;
     }
     let cam = catalog.camera_get_or_create(user.id, camera).await?;
-    let now = now_ms();
-    let new = NewRecording {
-        camera_id: cam.id,
-        day,
-        name: opts.name.clone().unwrap_or(default_name),
-        start_ms,
-        duration_ms,
-        len_bytes: p.layout.len_bytes as i64,
-        head_len_bytes: p.layout.head.len() as i64,
-        etag: p.etag.clone(),
-        format_version: FORMAT_VERSION as i64,
-        updated_ms: now,
-        live: growing,
-        codecs: p.layout.codecs(),
-        modified_ms: if growing { now } else { start_ms + duration_ms },
-        skipped: p.skipped.join("\n"),
-        source: Some((source, playlist_etag)),
-        segments: rows,
-    };
+    let new = p.new_recording(cam.id, start_ms, name, growing, Some((source, playlist_etag)), rows);
     Ok(match existing {
         Some((old, _)) => {
             let rec = catalog.replace_recording(old.id, &new).await?;
@@ -196,7 +176,7 @@ async fn grow(
 ) -> Result<Outcome, ImportError> {
     if !added.is_empty() {
         let now = now_ms();
-        rec.duration_ms = (p.layout.duration_s() * 1000.0).round() as i64;
+        rec.duration_ms = p.duration_ms();
         rec.len_bytes = p.layout.len_bytes as i64;
         rec.head_len_bytes = p.layout.head.len() as i64;
         rec.etag = p.etag.clone();
@@ -213,21 +193,4 @@ async fn grow(
         catalog.end_live(&mut rec).await?;
     }
     Ok(Outcome::Live { recording: rec, appended: added.len(), ended: !growing })
-}
-
-fn segment_row(p: &Prepared, seq: usize, s: &super::Parsed) -> Segment {
-    let init = s.init.as_ref().map(|(sha, loc)| (loc.clone(), p.inits.get(sha).and_then(|(_, e)| e.clone())));
-    Segment {
-        seq: seq as i64,
-        source_name: s.source_name.clone(),
-        object_key: s.location.clone(),
-        init_key: init.as_ref().map(|i| i.0.clone()),
-        object_etag: s.object_etag.clone(),
-        init_etag: init.and_then(|i| i.1),
-        sha256: s.sha256.clone(),
-        len_bytes: s.len_bytes as i64,
-        extinf_ms: s.extinf_ms,
-        join_before: s.join_before,
-        sample_index: s.encoded_index.clone(),
-    }
 }

@@ -72,6 +72,94 @@ struct Prepared {
     skipped: Vec<String>,
     /// The first `#EXT-X-PROGRAM-DATE-TIME`, unix ms.
     program_date_ms: Option<i64>,
+    /// The playlist may still grow: no `#EXT-X-ENDLIST`, not `VOD`.
+    open: bool,
+}
+
+/// Where a recording's segment bytes are: copied into the user's objects (content-addressed
+/// keys), or left in place in an archive (their URLs, with the ETags they had when read).
+#[derive(Clone, Copy)]
+enum Placement {
+    Copied(UserId),
+    InPlace,
+}
+
+impl Prepared {
+    /// Duration of the laid-out file, ms.
+    fn duration_ms(&self) -> i64 {
+        (self.layout.duration_s() * 1000.0).round() as i64
+    }
+
+    /// The catalog rows of the segments, stored as `placement` says.
+    fn segment_rows(&self, placement: Placement) -> Vec<Segment> {
+        self.segments
+            .iter()
+            .enumerate()
+            .map(|(seq, s)| {
+                let (object_key, object_etag, init_key, init_etag) = match placement {
+                    Placement::Copied(user) => (
+                        keys::segment(user, &s.sha256, s.ext),
+                        None,
+                        s.init.as_ref().map(|(sha, _)| keys::segment(user, sha, "mp4")),
+                        None,
+                    ),
+                    Placement::InPlace => (
+                        s.location.clone(),
+                        s.object_etag.clone(),
+                        s.init.as_ref().map(|(_, loc)| loc.clone()),
+                        s.init.as_ref().and_then(|(sha, _)| self.inits.get(sha)).and_then(|(_, e)| e.clone()),
+                    ),
+                };
+                Segment {
+                    seq: seq as i64,
+                    source_name: s.source_name.clone(),
+                    object_key,
+                    init_key,
+                    object_etag,
+                    init_etag,
+                    sha256: s.sha256.clone(),
+                    len_bytes: s.len_bytes as i64,
+                    extinf_ms: s.extinf_ms,
+                    join_before: s.join_before,
+                    sample_index: s.encoded_index.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The recording of this file at `start_ms` under `name`, with `segments` (from
+    /// [`Self::segment_rows`]). A finished file is modified at its wall-clock end, a live one
+    /// now.
+    fn new_recording(
+        &self,
+        camera_id: crate::model::CameraId,
+        start_ms: i64,
+        name: String,
+        live: bool,
+        source: Option<(String, Option<String>)>,
+        segments: Vec<Segment>,
+    ) -> NewRecording {
+        let now = now_ms();
+        let duration_ms = self.duration_ms();
+        NewRecording {
+            camera_id,
+            day: day_and_name(start_ms).0,
+            name,
+            start_ms,
+            duration_ms,
+            len_bytes: self.layout.len_bytes as i64,
+            head_len_bytes: self.layout.head.len() as i64,
+            etag: self.etag.clone(),
+            format_version: FORMAT_VERSION as i64,
+            updated_ms: now,
+            live,
+            codecs: self.layout.codecs(),
+            modified_ms: if live { now } else { start_ms + duration_ms },
+            skipped: self.skipped.join("\n"),
+            source,
+            segments,
+        }
+    }
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, ImportError> {
@@ -102,16 +190,14 @@ pub async fn import_playlist(
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         prepare(&text, &path.display().to_string(), &HashMap::new(), &mut |uri, what| {
             let p = dir.join(uri);
-            Ok(Fetched { data: read(&p, what)?, location: p.display().to_string(), etag: None })
+            Ok(Fetched { data: Bytes::from(read(&p, what)?), location: p.display().to_string(), etag: None })
         })
     })
     .await
     .map_err(|e| ImportError::Task(e.to_string()))??;
 
     let start_ms = start_ms.or(p.program_date_ms).unwrap_or_else(now_ms);
-    let (day, default_name) = day_and_name(start_ms);
-    let name = name.map_or(default_name, str::to_string);
-    let duration_ms = (p.layout.duration_s() * 1000.0).round() as i64;
+    let name = name.map_or_else(|| day_and_name(start_ms).1, str::to_string);
 
     // Store objects (content-addressed, so re-imports share them), then the catalog rows.
     let mut written: Vec<String> = Vec::new();
@@ -139,25 +225,8 @@ pub async fn import_playlist(
             written.push(key);
         }
         let cam = catalog.camera_get_or_create(user.id, camera).await?;
-        let rec = NewRecording {
-            camera_id: cam.id,
-            day,
-            name,
-            start_ms,
-            duration_ms,
-            len_bytes: p.layout.len_bytes as i64,
-            head_len_bytes: p.layout.head.len() as i64,
-            etag: p.etag.clone(),
-            format_version: FORMAT_VERSION as i64,
-            updated_ms: now_ms(),
-            live: false,
-            codecs: p.layout.codecs(),
-            // The file's modification time is the recording's wall-clock end.
-            modified_ms: start_ms + duration_ms,
-            skipped: p.skipped.join("\n"),
-            source: None,
-            segments: p.segments.iter().enumerate().map(|(i, s)| segment_row(user.id, i, s)).collect(),
-        };
+        let segments = p.segment_rows(Placement::Copied(user.id));
+        let rec = p.new_recording(cam.id, start_ms, name, false, None, segments);
         Ok::<_, ImportError>(catalog.insert_recording(&rec).await?)
     }
     .await;
@@ -169,25 +238,9 @@ pub async fn import_playlist(
     result
 }
 
-fn segment_row(user: UserId, seq: usize, s: &Parsed) -> Segment {
-    Segment {
-        seq: seq as i64,
-        source_name: s.source_name.clone(),
-        object_key: keys::segment(user, &s.sha256, s.ext),
-        init_key: s.init.as_ref().map(|(sha, _)| keys::segment(user, sha, "mp4")),
-        object_etag: None,
-        init_etag: None,
-        sha256: s.sha256.clone(),
-        len_bytes: s.len_bytes as i64,
-        extinf_ms: s.extinf_ms,
-        join_before: s.join_before,
-        sample_index: s.encoded_index.clone(),
-    }
-}
-
 /// A segment or init segment as read for indexing.
 struct Fetched {
-    data: Vec<u8>,
+    data: Bytes,
     /// Its file path or archive URL.
     location: String,
     /// The archive object's ETag, when read from an archive.
@@ -317,5 +370,6 @@ fn prepare(
     }
     let program_date_ms = pl.segments.first().and_then(|s| s.program_date_time.as_deref()).and_then(parse_rfc3339_ms);
     let inits = by_uri.into_values().map(|(_, sha, loc, etag)| (sha, (loc, etag))).collect();
-    Ok(Prepared { segments, inits, layout, etag: etag.value(), skipped, program_date_ms })
+    let open = !pl.ended && pl.playlist_type != Some(m3u8::PlaylistType::Vod);
+    Ok(Prepared { segments, inits, layout, etag: etag.value(), skipped, program_date_ms, open })
 }

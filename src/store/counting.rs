@@ -20,18 +20,22 @@ impl<S> CountingStore<S> {
     }
 }
 
+/// Counts one store read of `len` bytes (also archive reads, which bypass the node's store).
+pub(super) fn count_read(len: usize) {
+    metrics::counter!("jitmux_store_reads_total").increment(1);
+    metrics::counter!("jitmux_store_read_bytes_total").increment(len as u64);
+}
+
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for CountingStore<S> {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let b = self.inner.get_range(key, range).await?;
-        metrics::counter!("jitmux_store_reads_total").increment(1);
-        metrics::counter!("jitmux_store_read_bytes_total").increment(b.len() as u64);
+        count_read(b.len());
         Ok(b)
     }
     async fn get_range_if(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Bytes> {
         let b = self.inner.get_range_if(key, range, etag).await?;
-        metrics::counter!("jitmux_store_reads_total").increment(1);
-        metrics::counter!("jitmux_store_read_bytes_total").increment(b.len() as u64);
+        count_read(b.len());
         Ok(b)
     }
     async fn check(&self) -> Result<()> {

@@ -70,8 +70,7 @@ impl ObjectStore for ScopedStore {
         match self.check(key)? {
             Some(url) => {
                 let b = S3::shared().await.get(&url.bucket, &url.key, range, etag).await?;
-                metrics::counter!("jitmux_store_reads_total").increment(1);
-                metrics::counter!("jitmux_store_read_bytes_total").increment(b.len() as u64);
+                super::counting::count_read(b.len());
                 Ok(b)
             }
             None => self.inner.get_range_if(key, range, etag).await,

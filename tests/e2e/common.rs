@@ -61,6 +61,21 @@ impl Env {
         }
     }
 
+    /// Starts a CLI command in the background (a `scan --watch`, a scan to be killed), stdout
+    /// piped, stderr dropped.
+    pub fn spawn_cli(&self, args: &[&str], envs: &[(String, String)]) -> std::process::Child {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn add_user(&self, name: &str) -> String {
         let r = self.cli(&["user", "add", name]);
         assert_eq!(r.code, 0, "user add: {}", r.stderr);
@@ -185,6 +200,11 @@ pub fn request_with_body(method: &str, url: &str, headers: &[(&str, &str)], body
 
 pub fn get(url: &str, token: &str) -> Resp {
     request("GET", url, &[("Authorization", &format!("Bearer {token}"))])
+}
+
+/// `GET` of `range` (`bytes=…`) with a bearer token.
+pub fn get_range(url: &str, token: &str, range: &str) -> Resp {
+    request("GET", url, &[("Authorization", &format!("Bearer {token}")), ("Range", range)])
 }
 
 /// Sends `GET raw_path` exactly as given (no client-side normalisation of `..` or `%2F`) and

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -203,16 +203,7 @@ fn scan_is_idempotent_resumable_and_follows_changes() {
     // Resumable: a scan killed after its first recording; the next run does the rest.
     let env2 = Env::new("bob");
     assert_eq!(env2.cli_env(&["user", "grant", "bob", "s3://cams/site/"], &aws).code, 0);
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(env2.data())
-        .args(["scan", "--user", "bob", "--jobs", "1", "s3://cams/site/"])
-        .envs(aws.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env2.spawn_cli(&["scan", "--user", "bob", "--jobs", "1", "s3://cams/site/"], &aws);
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert!(line.starts_with("imported "), "{line}");
@@ -328,11 +319,7 @@ fn users_reach_only_their_grants() {
     let t0 = Instant::now();
     loop {
         // A range inside the media (past the head), so segments must be read.
-        let r = request(
-            "GET",
-            &server.url(&path),
-            &[("Authorization", &format!("Bearer {}", env.token)), ("Range", "bytes=200000-200999")],
-        );
+        let r = get_range(&server.url(&path), &env.token, "bytes=200000-200999");
         if r.status == 403 {
             break;
         }
@@ -373,16 +360,7 @@ fn a_growing_playlist_is_followed_live() {
     let env = Env::new("carol");
     assert_eq!(env.cli_env(&["user", "grant", "carol", "s3://cams/home/"], &aws).code, 0);
     let server = Server::start_env(env.data(), &[], &aws);
-    let mut scanner = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(env.data())
-        .args(["scan", "--user", "carol", "--watch", "0.3", "s3://cams/home/"])
-        .envs(aws.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut scanner = env.spawn_cli(&["scan", "--user", "carol", "--watch", "0.3", "s3://cams/home/"], &aws);
     let live = format!("{}/v1/files/porch/live.mp4?mode=stream", server.base);
     let t0 = Instant::now();
     while get(&format!("{}/v1/files/porch/", server.base), &env.token).status != 200 {
@@ -468,11 +446,7 @@ fn store_failures_are_retried_or_reported() {
 
     // The store down for longer than the retry deadline: a clear 503, then service again.
     proxy.inject_always("*", Fault::Refuse);
-    let r = request(
-        "GET",
-        &server.url(&paths[0]),
-        &[("Authorization", &format!("Bearer {}", env.token)), ("Range", "bytes=300000-300999")],
-    );
+    let r = get_range(&server.url(&paths[0]), &env.token, "bytes=300000-300999");
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("object store unavailable"));
     proxy.clear();
@@ -488,11 +462,7 @@ fn store_failures_are_retried_or_reported() {
     }
     let changed = metric(&server, "jitmux_store_changed_objects_total");
     let mid = expected[0].len() / 2;
-    let r = request(
-        "GET",
-        &server.url(&paths[0]),
-        &[("Authorization", &format!("Bearer {}", env.token)), ("Range", &format!("bytes={mid}-{}", mid + 999))],
-    );
+    let r = get_range(&server.url(&paths[0]), &env.token, &format!("bytes={mid}-{}", mid + 999));
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("changed since it was indexed"));
     assert!(metric(&server, "jitmux_store_changed_objects_total") > changed);
