@@ -83,7 +83,7 @@ fn state_machine(segs: &[Bytes]) -> Vec<Duration> {
         let name = format!("seg_{i:05}.ts");
         let data = &segs[i % segs.len()];
         let t0 = Instant::now();
-        let job = bc.segment_job(&name, false, data).unwrap();
+        let job = bc.segment_job(false).unwrap();
         let indexed = index_segment(&name, job, data).unwrap();
         let pending = bc.accept(&name, indexed).unwrap();
         bc.add_pending(name, pending);

@@ -7,17 +7,25 @@
 //! Times are unix milliseconds (`*_ms`); sizes are bytes (`*_bytes`).
 //!
 //! The reads every request makes (token, session, camera, recording, live recording, signing
-//! key) are single-flight ([`coalesce`]); the live recordings' changes this node commits are
-//! announced to its viewers ([`changes`]).
+//! key) are single-flight ([`coalesce`]); the live recordings' changes are announced to the
+//! node's viewers ([`changes`]): at once for what this node commits, and on PostgreSQL for what
+//! any node commits, through `LISTEN/NOTIFY` ([`Catalog::follow_notifications`]).
+//!
+//! A live broadcast in progress is assembled here, not in one node's memory
+//! ([`Catalog::lock_broadcast`]): per camera, writers take the camera row's lock (PostgreSQL: a
+//! row lock; SQLite: the database's write lock), so that two nodes taking the same encoder's
+//! uploads at once never interleave, duplicate or drop a segment.
 
 mod changes;
 mod coalesce;
+mod live;
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
 pub use changes::Changes;
 use coalesce::Coalesce;
+pub use live::{LockedBroadcast, NOTIFY_CHANNEL};
 
 use crate::model::{CameraId, RecordingId, UserId, now_ms};
 
@@ -247,6 +255,8 @@ pub struct Catalog {
     pool: AnyPool,
     reads: std::sync::Arc<Reads>,
     changes: std::sync::Arc<Changes>,
+    /// The PostgreSQL URL (for the `LISTEN` connection); `None` on SQLite.
+    pg_url: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -306,7 +316,8 @@ impl Catalog {
         } else {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         }
-        Ok(Catalog { pool, reads: Default::default(), changes: Default::default() })
+        let pg_url = (!sqlite).then(|| std::sync::Arc::from(url.as_str()));
+        Ok(Catalog { pool, reads: Default::default(), changes: Default::default(), pg_url })
     }
 
     /// The change announcements of this node's live recordings ([`Changes`]).
@@ -469,7 +480,7 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         // Take the write lock first (SQLite: waits under busy_timeout instead of failing when
         // two imports race; PostgreSQL: a row lock that orders writers of one camera).
-        sqlx::query("UPDATE cameras SET name = name WHERE id = $1").bind(r.camera_id).execute(&mut *tx).await?;
+        lock_camera(&mut tx, r.camera_id).await?;
         if let Some(old) = old {
             sqlx::query("DELETE FROM segments WHERE recording_id = $1").bind(old).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM recordings WHERE id = $1 AND camera_id = $2")
@@ -478,59 +489,9 @@ impl Catalog {
                 .execute(&mut *tx)
                 .await?;
         }
-        let taken: Vec<String> = sqlx::query_scalar("SELECT name FROM recordings WHERE camera_id = $1 AND day = $2")
-            .bind(r.camera_id)
-            .bind(&r.day)
-            .fetch_all(&mut *tx)
-            .await?;
-        let name = (1..)
-            .map(|i| if i == 1 { r.name.clone() } else { format!("{}-{i}", r.name) })
-            .find(|n| !taken.contains(n))
-            .unwrap_or_else(|| unreachable!("an unbounded range always yields a free name"));
-        let id: RecordingId = sqlx::query_scalar(
-            "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
-             etag, format_version, updated_ms, live, codecs, modified_ms, skipped, source_url, source_etag) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
-        )
-        .bind(r.camera_id)
-        .bind(&r.day)
-        .bind(&name)
-        .bind(r.start_ms)
-        .bind(r.duration_ms)
-        .bind(r.len_bytes)
-        .bind(r.head_len_bytes)
-        .bind(&r.etag)
-        .bind(r.format_version)
-        .bind(r.updated_ms)
-        .bind(r.live as i64)
-        .bind(&r.codecs)
-        .bind(r.modified_ms)
-        .bind(&r.skipped)
-        .bind(r.source.as_ref().map(|s| s.0.clone()))
-        .bind(r.source.as_ref().and_then(|s| s.1.clone()))
-        .fetch_one(&mut *tx)
-        .await?;
-        for s in &r.segments {
-            insert_segment(&mut tx, id, s).await?;
-        }
+        let rec = insert_recording_in(&mut tx, r).await?;
         tx.commit().await?;
-        Ok(Recording {
-            id,
-            camera_id: r.camera_id,
-            day: r.day.clone(),
-            name,
-            start_ms: r.start_ms,
-            duration_ms: r.duration_ms,
-            len_bytes: r.len_bytes,
-            head_len_bytes: r.head_len_bytes,
-            etag: r.etag.clone(),
-            format_version: r.format_version,
-            updated_ms: r.updated_ms,
-            live: r.live,
-            codecs: r.codecs.clone(),
-            modified_ms: r.modified_ms,
-            skipped: r.skipped.clone(),
-        })
+        Ok(rec)
     }
 
     /// The user's cameras with totals, by name.
@@ -585,11 +546,23 @@ impl Catalog {
 
     /// The first `n` segments of a recording in playlist order.
     pub async fn first_segments(&self, recording: RecordingId, n: i64) -> Result<Vec<Segment>> {
+        self.segment_range(recording, 0, n).await
+    }
+
+    /// The segments of a recording from `seq` on, in playlist order (a node catching up with a
+    /// live broadcast other nodes appended to).
+    pub async fn segments_from(&self, recording: RecordingId, seq: i64) -> Result<Vec<Segment>> {
+        self.segment_range(recording, seq, i64::MAX).await
+    }
+
+    async fn segment_range(&self, recording: RecordingId, from_seq: i64, n: i64) -> Result<Vec<Segment>> {
         let q = sqlx::query_as::<_, SegmentRow>(
             "SELECT seq, source_name, object_key, init_key, object_etag, init_etag, sha256, len_bytes, \
-             extinf_ms, join_before, sample_index FROM segments WHERE recording_id = $1 ORDER BY seq LIMIT $2",
+             extinf_ms, join_before, sample_index FROM segments WHERE recording_id = $1 AND seq >= $2 \
+             ORDER BY seq LIMIT $3",
         )
         .bind(recording)
+        .bind(from_seq)
         .bind(n);
         Ok(q.fetch_all(&self.pool).await?.into_iter().map(Segment::from).collect())
     }
@@ -730,27 +703,14 @@ impl Catalog {
     /// place gained them since the last scan), in one transaction.
     pub async fn append_segments(&self, rec: &Recording, segments: &[Segment]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for segment in segments {
-            insert_segment(&mut tx, rec.id, segment).await?;
+        append_in(&mut tx, rec, segments).await?;
+        if let (true, Some(last)) = (self.pg_url.is_some(), segments.last()) {
+            live::notify_in(&mut tx, rec.id, Some(last.seq + 1)).await?;
         }
-        sqlx::query(
-            "UPDATE recordings SET duration_ms = $1, len_bytes = $2, head_len_bytes = $3, etag = $4, \
-             format_version = $5, updated_ms = $6, modified_ms = $7, codecs = $8, skipped = $9 WHERE id = $10",
-        )
-        .bind(rec.duration_ms)
-        .bind(rec.len_bytes)
-        .bind(rec.head_len_bytes)
-        .bind(&rec.etag)
-        .bind(rec.format_version)
-        .bind(rec.updated_ms)
-        .bind(rec.modified_ms)
-        .bind(&rec.codecs)
-        .bind(&rec.skipped)
-        .bind(rec.id)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        self.changes.notify(rec);
+        if let Some(last) = segments.last() {
+            self.changes.notify_appended(rec, last.seq + 1);
+        }
         Ok(())
     }
 
@@ -766,16 +726,26 @@ impl Catalog {
 
     /// Marks `rec` as no longer live (the broadcast ended) and announces it to its viewers.
     pub async fn end_live(&self, rec: &mut Recording) -> Result<()> {
-        sqlx::query("UPDATE recordings SET live = 0 WHERE id = $1").bind(rec.id).execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE recordings SET live = 0 WHERE id = $1").bind(rec.id).execute(&mut *tx).await?;
+        if self.pg_url.is_some() {
+            live::notify_in(&mut tx, rec.id, None).await?;
+        }
+        tx.commit().await?;
         rec.live = false;
         self.changes.notify(rec);
         Ok(())
     }
 
-    /// Ends every live recording not changed since `before_ms` (broadcasts that went idle,
-    /// e.g. across a restart); returns how many.
+    /// Ends every live recording not changed since `before_ms` whose camera has no broadcast in
+    /// progress (a growing playlist no longer scanned, a broadcast from an older version);
+    /// returns how many.
     pub async fn end_idle_live(&self, before_ms: i64) -> Result<u64> {
-        let r = sqlx::query("UPDATE recordings SET live = 0 WHERE live = 1 AND updated_ms < $1")
+        // A broadcast in progress is ended by its own idle end, which stores the file's head.
+        let r = sqlx::query(
+            "UPDATE recordings SET live = 0 WHERE live = 1 AND updated_ms < $1 \
+             AND camera_id NOT IN (SELECT camera_id FROM broadcasts)",
+        )
             .bind(before_ms)
             .execute(&self.pool)
             .await?;
@@ -888,6 +858,96 @@ fn decode_secret(kid: &str, hex_secret: &str) -> Result<Vec<u8>> {
         Ok(s) if !s.is_empty() => Ok(s),
         _ => Err(CatalogError::Corrupt(format!("signing key {kid} is not a hex secret"))),
     }
+}
+
+/// Takes the write lock of camera `camera` for the rest of transaction `tx` (SQLite: the
+/// database's write lock, waited for under busy_timeout; PostgreSQL: the camera row's lock).
+async fn lock_camera(tx: &mut sqlx::Transaction<'_, sqlx::Any>, camera: CameraId) -> Result<()> {
+    sqlx::query("UPDATE cameras SET name = name WHERE id = $1").bind(camera).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Inserts recording `r` and its segments in transaction `tx` (the camera locked), choosing a
+/// free name (`name`, `name-2`, …) in its day directory.
+async fn insert_recording_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &NewRecording) -> Result<Recording> {
+    let taken: Vec<String> = sqlx::query_scalar("SELECT name FROM recordings WHERE camera_id = $1 AND day = $2")
+        .bind(r.camera_id)
+        .bind(&r.day)
+        .fetch_all(&mut **tx)
+        .await?;
+    let name = (1..)
+        .map(|i| if i == 1 { r.name.clone() } else { format!("{}-{i}", r.name) })
+        .find(|n| !taken.contains(n))
+        .unwrap_or_else(|| unreachable!("an unbounded range always yields a free name"));
+    let id: RecordingId = sqlx::query_scalar(
+        "INSERT INTO recordings (camera_id, day, name, start_ms, duration_ms, len_bytes, head_len_bytes, \
+         etag, format_version, updated_ms, live, codecs, modified_ms, skipped, source_url, source_etag) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+    )
+    .bind(r.camera_id)
+    .bind(&r.day)
+    .bind(&name)
+    .bind(r.start_ms)
+    .bind(r.duration_ms)
+    .bind(r.len_bytes)
+    .bind(r.head_len_bytes)
+    .bind(&r.etag)
+    .bind(r.format_version)
+    .bind(r.updated_ms)
+    .bind(r.live as i64)
+    .bind(&r.codecs)
+    .bind(r.modified_ms)
+    .bind(&r.skipped)
+    .bind(r.source.as_ref().map(|s| s.0.clone()))
+    .bind(r.source.as_ref().and_then(|s| s.1.clone()))
+    .fetch_one(&mut **tx)
+    .await?;
+    for s in &r.segments {
+        insert_segment(tx, id, s).await?;
+    }
+    Ok(Recording {
+        id,
+        camera_id: r.camera_id,
+        day: r.day.clone(),
+        name,
+        start_ms: r.start_ms,
+        duration_ms: r.duration_ms,
+        len_bytes: r.len_bytes,
+        head_len_bytes: r.head_len_bytes,
+        etag: r.etag.clone(),
+        format_version: r.format_version,
+        updated_ms: r.updated_ms,
+        live: r.live,
+        codecs: r.codecs.clone(),
+        modified_ms: r.modified_ms,
+        skipped: r.skipped.clone(),
+    })
+}
+
+/// Appends `segments` to recording `rec` and records its grown file (`rec`'s length, head
+/// length, ETag, duration, change and modification times, codecs, skipped streams) in
+/// transaction `tx`.
+async fn append_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rec: &Recording, segments: &[Segment]) -> Result<()> {
+    for segment in segments {
+        insert_segment(tx, rec.id, segment).await?;
+    }
+    sqlx::query(
+        "UPDATE recordings SET duration_ms = $1, len_bytes = $2, head_len_bytes = $3, etag = $4, \
+         format_version = $5, updated_ms = $6, modified_ms = $7, codecs = $8, skipped = $9 WHERE id = $10",
+    )
+    .bind(rec.duration_ms)
+    .bind(rec.len_bytes)
+    .bind(rec.head_len_bytes)
+    .bind(&rec.etag)
+    .bind(rec.format_version)
+    .bind(rec.updated_ms)
+    .bind(rec.modified_ms)
+    .bind(&rec.codecs)
+    .bind(&rec.skipped)
+    .bind(rec.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn insert_segment(tx: &mut sqlx::Transaction<'_, sqlx::Any>, recording: RecordingId, s: &Segment) -> Result<()> {

@@ -9,24 +9,136 @@
 //! broadcast only when the driver reports the catalog write done ([`Broadcast::appended`]); a
 //! failed write is taken back whole ([`Broadcast::append_failed`]), so no phantom segment stays
 //! in the layout or the ETag.
+//!
+//! Between uploads a broadcast lives in the catalog, so that any node may take the next upload:
+//! [`Broadcast::save`] gives the part that cannot be derived (uploads not yet appended, the
+//! playlist entries not yet consumed, init segments, gaps, carried parameter sets) as a
+//! [`Saved`] JSON document; [`Broadcast::restore`] takes it up again on any node, and
+//! [`Broadcast::catch_up`] pushes the segments other nodes appended since this node's copy.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use super::IngestError;
 use crate::catalog::{Camera, NewRecording, Recording, Segment};
 use crate::format::fmp4::InitSegment;
 use crate::format::index::{ParamCarry, SegmentIndex};
-use crate::format::m3u8::MediaPlaylist;
+use crate::format::m3u8::{MediaPlaylist, PlaylistSegment};
 use crate::format::mp4::{FORMAT_VERSION, LayoutBuilder, LayoutSummary, MOVIE_TIMESCALE, SegmentInput};
 use crate::format::{fmp4, ts};
-use crate::model::{EtagHasher, UserId, day_and_name, keys, sha256_hex};
+use crate::model::{EtagHasher, RecordingId, UserId, day_and_name, keys, sha256_hex};
 
 /// Segments uploaded after a missing one before the missing one is given up (a gap).
 pub const SKIP_MISSING_AFTER: usize = 2;
+
+/// Refused uploads a saved broadcast remembers beyond the playlist's consumed entries.
+const SAVED_REJECTED: usize = 64;
+
+/// A broadcast's state as stored in the catalog between uploads (JSON, in `broadcasts.state`):
+/// everything [`Broadcast::restore`] cannot derive from the recording's segments.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Saved {
+    /// The live recording's id, once the first segment is appended.
+    pub recording: Option<i64>,
+    /// Segments appended to it.
+    pub segments: i64,
+    /// Init segments: (upload name, object key).
+    inits: Vec<(String, String)>,
+    latest_init: Option<String>,
+    pending: Vec<SavedPending>,
+    /// fMP4 segments stored before any init segment: (upload name, object key).
+    awaiting_init: Vec<(String, String)>,
+    rejected: Vec<String>,
+    /// Appended uploads the last playlist still names.
+    appended: Vec<String>,
+    /// Hex of the encoded index whose video configs are carried (MPEG-TS).
+    carry: Option<String>,
+    skipped: Vec<String>,
+    /// The last playlist from the cursor on.
+    playlist: Option<SavedPlaylist>,
+    playlist_first: u64,
+    cursor: (u64, bool),
+}
+
+impl Saved {
+    /// The stored JSON document.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|e| unreachable!("a Saved always serializes: {e}"))
+    }
+
+    /// Object keys of the init segments it names.
+    pub fn init_keys(&self) -> impl Iterator<Item = &str> {
+        self.inits.iter().map(|(_, k)| k.as_str())
+    }
+
+    /// Parses a stored document. Errors: not one (a catalog written by another version).
+    pub fn decode(b: &[u8]) -> Result<Saved, IngestError> {
+        serde_json::from_slice(b).map_err(|e| IngestError::Resume(format!("stored broadcast state: {e}")))
+    }
+}
+
+/// An uploaded segment not yet appended, as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedPending {
+    name: String,
+    /// Hex of [`SegmentIndex::encode`].
+    index: String,
+    object_key: String,
+    sha256: String,
+    len_bytes: u64,
+    init_key: Option<String>,
+}
+
+/// A playlist's entries from the cursor on, as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedPlaylist {
+    media_sequence: u64,
+    target_duration_s: Option<u64>,
+    ended: bool,
+    /// (URI, EXTINF seconds, media sequence number, discontinuity, gap).
+    entries: Vec<(String, f64, u64, bool, bool)>,
+}
+
+impl SavedPlaylist {
+    fn from_playlist(p: &MediaPlaylist, cursor: u64) -> Self {
+        SavedPlaylist {
+            media_sequence: p.media_sequence,
+            target_duration_s: p.target_duration_s,
+            ended: p.ended,
+            entries: p
+                .segments
+                .iter()
+                .filter(|e| e.sequence >= cursor)
+                .map(|e| (e.uri.clone(), e.duration_s, e.sequence, e.discontinuity, e.gap))
+                .collect(),
+        }
+    }
+
+    fn into_playlist(self) -> MediaPlaylist {
+        MediaPlaylist {
+            target_duration_s: self.target_duration_s,
+            media_sequence: self.media_sequence,
+            playlist_type: None,
+            ended: self.ended,
+            segments: self
+                .entries
+                .into_iter()
+                .map(|(uri, duration_s, sequence, discontinuity, gap)| PlaylistSegment {
+                    uri,
+                    duration_s,
+                    sequence,
+                    discontinuity,
+                    gap,
+                    map_uri: None,
+                    program_date_time: None,
+                })
+                .collect(),
+        }
+    }
+}
 
 /// A segment uploaded, indexed and stored, waiting for a playlist to name it.
 #[derive(Debug, Clone)]
@@ -120,13 +232,16 @@ pub struct Broadcast {
     latest_init: Option<String>,
     pending: HashMap<String, Pending>,
     /// fMP4 segments uploaded before the init segment they need (ffmpeg finishes `init.mp4`
-    /// after the first media segment): indexed when an init arrives.
-    awaiting_init: Vec<(String, Bytes)>,
-    /// Uploads that were refused; the playlist's entries for them become gaps.
-    rejected: HashSet<String>,
+    /// after the first media segment), by name and stored object key: indexed when an init
+    /// arrives.
+    awaiting_init: Vec<(String, String)>,
+    /// Uploads that were refused, oldest first; the playlist's entries for them become gaps.
+    rejected: Vec<String>,
     appended: HashSet<String>,
     /// Video parameter sets carried between MPEG-TS segments.
     carry: ParamCarry,
+    /// The encoded index of the segment `carry` was taken from (what [`Saved`] keeps of it).
+    carry_src: Option<Vec<u8>>,
     /// Source streams not carried, in first-seen order.
     skipped: Vec<String>,
     /// The file so far, extended one segment per append.
@@ -135,6 +250,8 @@ pub struct Broadcast {
     first: Option<Arc<SegmentIndex>>,
     etag: EtagHasher,
     playlist: Option<MediaPlaylist>,
+    /// The media sequence number of the last playlist's first entry.
+    playlist_first: u64,
     /// Media sequence number of the first playlist entry not yet appended or given up, and
     /// whether the timeline joins before it.
     cursor: (u64, bool),
@@ -153,14 +270,16 @@ impl Broadcast {
             latest_init: None,
             pending: HashMap::new(),
             awaiting_init: Vec::new(),
-            rejected: HashSet::new(),
+            rejected: Vec::new(),
             appended: HashSet::new(),
             carry: ParamCarry::default(),
+            carry_src: None,
             skipped: Vec::new(),
             builder: LayoutBuilder::new(),
             first: None,
             etag: EtagHasher::default(),
             playlist: None,
+            playlist_first: 0,
             cursor: (0, false),
             in_flight: None,
             last_upload: now,
@@ -168,33 +287,143 @@ impl Broadcast {
         }
     }
 
-    /// The broadcast of live recording `rec` resumed (after a restart) from its stored segments
-    /// and their decoded indexes, and the init segment its fMP4 segments use. O(recording).
-    pub fn resume(
-        camera: Camera,
-        rec: Recording,
-        segments: Vec<(Segment, SegmentIndex)>,
-        init: Option<(InitSegment, String)>,
-        now: Instant,
-    ) -> Result<Self, IngestError> {
-        let mut bc = Broadcast::new(camera, now);
+    /// Takes up the broadcast's state `saved` as the catalog holds it (this node's copy may be
+    /// older: another node took the last uploads). The stored part is replaced; the derived
+    /// part (layout, ETag, the first segment) is kept when it is a prefix of the same
+    /// recording, else started again. Returns the recording and the first segment number this
+    /// copy lacks, to be read from the catalog and given to [`Self::catch_up`].
+    ///
+    /// `init_of` gives the parsed init segment stored under an object key. Errors: an undecodable
+    /// stored index, an init segment `init_of` lacks.
+    pub fn restore(
+        &mut self,
+        saved: Saved,
+        init_of: impl Fn(&str) -> Option<Arc<InitSegment>>,
+    ) -> Result<Option<(RecordingId, i64)>, IngestError> {
+        let bad = |what: String| IngestError::Resume(what);
+        let same = self.rec.as_ref().map(|r| r.id.0) == saved.recording && self.builder.len() as i64 <= saved.segments;
+        if !same {
+            self.rec = None;
+            self.builder = LayoutBuilder::new();
+            self.etag = EtagHasher::default();
+            self.first = None;
+        }
+        self.inits.clear();
+        for (name, key) in saved.inits {
+            let init = init_of(&key).ok_or_else(|| bad(format!("init segment {key} not loaded")))?;
+            self.inits.insert(name, (init, key));
+        }
+        self.latest_init = saved.latest_init;
+        self.pending.clear();
+        for p in saved.pending {
+            let encoded = hex::decode(&p.index).map_err(|e| bad(format!("upload {}: {e}", p.name)))?;
+            let index = SegmentIndex::decode(&encoded).map_err(|e| bad(format!("upload {}: {e}", p.name)))?;
+            let pending = Pending {
+                index: Arc::new(index),
+                encoded,
+                object_key: p.object_key,
+                sha256: p.sha256,
+                len_bytes: p.len_bytes,
+                init_key: p.init_key,
+            };
+            self.pending.insert(p.name, pending);
+        }
+        self.awaiting_init = saved.awaiting_init;
+        self.rejected = saved.rejected;
+        self.appended = saved.appended.into_iter().collect();
+        self.carry = ParamCarry::default();
+        self.carry_src = match saved.carry {
+            Some(h) => {
+                let encoded = hex::decode(&h).map_err(|e| bad(format!("carried parameter sets: {e}")))?;
+                let index = SegmentIndex::decode(&encoded).map_err(|e| bad(format!("carried parameter sets: {e}")))?;
+                self.carry.remember(&index);
+                Some(encoded)
+            }
+            None => None,
+        };
+        self.skipped = saved.skipped;
+        self.playlist = saved.playlist.map(SavedPlaylist::into_playlist);
+        self.playlist_first = saved.playlist_first;
+        self.cursor = saved.cursor;
+        self.in_flight = None;
+        self.ended = false;
+        let have = self.builder.len() as i64;
+        Ok(match saved.recording {
+            Some(id) if have < saved.segments => Some((RecordingId(id), have)),
+            _ => None,
+        })
+    }
+
+    /// Pushes the segments `segments` (numbered from this copy's length on, with their decoded
+    /// indexes) that other nodes appended to recording `rec`, whose row is now `rec`.
+    /// O(new segments).
+    pub fn catch_up(&mut self, rec: Recording, segments: Vec<(Segment, SegmentIndex)>) -> Result<(), IngestError> {
         for (s, index) in segments {
-            bc.carry.remember(&index);
+            if s.seq != self.builder.len() as i64 {
+                return Err(IngestError::Resume(format!("recording {}: segment {} out of order", rec.id, s.seq)));
+            }
             let index = Arc::new(index);
-            bc.first.get_or_insert_with(|| index.clone());
-            bc.builder
+            self.first.get_or_insert_with(|| index.clone());
+            self.builder
                 .push(SegmentInput { index, join_before: s.join_before })
                 .map_err(|e| IngestError::Resume(format!("recording {}: {e}", rec.id)))?;
-            bc.etag.push(&s.sha256, &s.sample_index, s.join_before);
-            bc.appended.insert(s.source_name);
+            self.etag.push(&s.sha256, &s.sample_index, s.join_before);
         }
-        if let Some((init, key)) = init {
-            bc.inits.insert("(resumed)".into(), (Arc::new(init), key));
-            bc.latest_init = Some("(resumed)".into());
+        self.rec = Some(rec);
+        Ok(())
+    }
+
+    /// The state to store in the catalog (see [`Saved`]): the playlist from the cursor on, the
+    /// uploads and gaps that can still matter.
+    pub fn save(&self) -> Saved {
+        let cursor = self.cursor.0;
+        let window: HashSet<&str> =
+            self.playlist.iter().flat_map(|p| p.segments.iter()).map(|e| e.uri.as_str()).collect();
+        let consumed: HashSet<&str> = self
+            .playlist
+            .iter()
+            .flat_map(|p| p.segments.iter())
+            .filter(|e| e.sequence < cursor)
+            .map(|e| e.uri.as_str())
+            .collect();
+        let mut rejected: Vec<String> =
+            self.rejected.iter().filter(|n| !consumed.contains(n.as_str())).cloned().collect();
+        let keep_from = rejected.len().saturating_sub(SAVED_REJECTED);
+        rejected.drain(..keep_from);
+        let mut pending: Vec<SavedPending> = self
+            .pending
+            .iter()
+            .filter(|(n, _)| !consumed.contains(n.as_str()))
+            .map(|(n, p)| SavedPending {
+                name: n.clone(),
+                index: hex::encode(&p.encoded),
+                object_key: p.object_key.clone(),
+                sha256: p.sha256.clone(),
+                len_bytes: p.len_bytes,
+                init_key: p.init_key.clone(),
+            })
+            .collect();
+        pending.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut inits: Vec<(String, String)> = self.inits.iter().map(|(n, (_, k))| (n.clone(), k.clone())).collect();
+        inits.sort();
+        let mut appended: Vec<String> =
+            self.appended.iter().filter(|n| window.contains(n.as_str())).cloned().collect();
+        appended.sort();
+        Saved {
+            recording: self.rec.as_ref().map(|r| r.id.0),
+            segments: self.builder.len() as i64,
+            inits,
+            latest_init: self.latest_init.clone(),
+            pending,
+            awaiting_init: self.awaiting_init.clone(),
+            rejected,
+            appended,
+            carry: self.carry_src.as_ref().map(hex::encode),
+            skipped: self.skipped.clone(),
+            playlist: self.playlist.as_ref().map(|p| SavedPlaylist::from_playlist(p, cursor)),
+            playlist_first: self.playlist_first,
+            cursor: self.cursor,
         }
-        bc.skipped = rec.skipped.lines().map(str::to_string).collect();
-        bc.rec = Some(rec);
-        Ok(bc)
     }
 
     /// Notes an upload at `now` (for the idle timeout).
@@ -230,7 +459,8 @@ impl Broadcast {
     /// Takes a new playlist: the order in which uploads are appended, gaps, the end.
     pub fn set_playlist(&mut self, pl: MediaPlaylist) {
         let first = pl.segments.first().map_or(pl.media_sequence, |s| s.sequence);
-        let before = self.playlist.as_ref().map_or(0, |p| p.segments.first().map_or(p.media_sequence, |s| s.sequence));
+        let before = if self.playlist.is_some() { self.playlist_first } else { 0 };
+        self.playlist_first = first;
         if first < before {
             // The numbering went back (a restarted encoder): look at every entry again.
             self.cursor = (0, false);
@@ -242,26 +472,28 @@ impl Broadcast {
         self.playlist = Some(pl);
     }
 
-    /// Takes an fMP4 init segment stored under `key`; returns the segments that waited for it,
-    /// to be indexed now.
-    pub fn add_init(&mut self, file: String, init: InitSegment, key: String) -> Vec<(String, Bytes)> {
-        self.inits.insert(file.clone(), (Arc::new(init), key));
+    /// Takes an fMP4 init segment stored under `key`; returns the segments that waited for it
+    /// (name, stored object key), to be indexed now.
+    pub fn add_init(&mut self, file: String, init: Arc<InitSegment>, key: String) -> Vec<(String, String)> {
+        self.inits.insert(file.clone(), (init, key));
         self.latest_init = Some(file);
         std::mem::take(&mut self.awaiting_init)
     }
 
-    /// What indexing segment `file` needs, or `None` when it is an fMP4 segment that arrived
-    /// before any init segment: then it is kept (with `data`) until one arrives.
-    pub fn segment_job(&mut self, file: &str, fmp4: bool, data: &Bytes) -> Option<SegmentJob> {
+    /// What indexing a segment needs, or `None` when it is an fMP4 segment and no init segment
+    /// has arrived yet: then store it and [wait](Self::await_init).
+    pub fn segment_job(&self, fmp4: bool) -> Option<SegmentJob> {
         let user = self.camera.user_id;
         if !fmp4 {
             return Some(SegmentJob::Ts { user, carry: self.carry.clone() });
         }
-        let Some((init, init_key)) = self.latest_init.as_ref().and_then(|n| self.inits.get(n)) else {
-            self.awaiting_init.push((file.to_string(), data.clone()));
-            return None;
-        };
+        let (init, init_key) = self.latest_init.as_ref().and_then(|n| self.inits.get(n))?;
         Some(SegmentJob::Fmp4 { user, init: init.clone(), init_key: init_key.clone() })
+    }
+
+    /// An fMP4 segment stored under `key` before any init segment: indexed when one arrives.
+    pub fn await_init(&mut self, file: String, key: String) {
+        self.awaiting_init.push((file, key));
     }
 
     /// Checks an indexed segment against the broadcast (its tracks' codecs are fixed by the
@@ -269,6 +501,7 @@ impl Broadcast {
     /// pending segment, to be stored and then [added](Self::add_pending).
     pub fn accept(&mut self, file: &str, indexed: Indexed) -> Result<Pending, IngestError> {
         let Indexed { pending, skipped, carry } = indexed;
+        let carried = carry.is_some().then(|| pending.encoded.clone());
         if let Some(first) = &self.first {
             for (key, t) in pending.index.keyed_tracks() {
                 let same = first.keyed_tracks().find(|(k, _)| *k == key).map(|(_, f)| f);
@@ -284,6 +517,7 @@ impl Broadcast {
         }
         if let Some(c) = carry {
             self.carry = c;
+            self.carry_src = carried;
         }
         for s in skipped {
             if !self.skipped.contains(&s) {
@@ -300,7 +534,9 @@ impl Broadcast {
 
     /// An upload that was refused: its playlist entry becomes a gap.
     pub fn reject(&mut self, file: String) {
-        self.rejected.insert(file);
+        if !self.rejected.contains(&file) {
+            self.rejected.push(file);
+        }
     }
 
     /// The next step, in playlist order. After [`Step::Start`] or [`Step::Grow`] it must be told
@@ -334,7 +570,7 @@ impl Broadcast {
                 let later = pl.segments[i + 1..].iter().filter(|e| self.pending.contains_key(&e.uri)).count();
                 if later >= SKIP_MISSING_AFTER || (pl.ended && later > 0) {
                     tracing::warn!(camera = self.camera.name, "segment {} never arrived: a gap", entry.uri);
-                    self.rejected.insert(entry.uri.clone());
+                    self.reject(entry.uri.clone());
                     join_next = true;
                     self.cursor = (entry.sequence + 1, true);
                     continue;
@@ -347,7 +583,7 @@ impl Broadcast {
                 Ok(step) => return step,
                 Err(e) => {
                     tracing::warn!(camera = self.camera.name, "segment {} refused: {e}", entry.uri);
-                    self.rejected.insert(entry.uri.clone());
+                    self.reject(entry.uri.clone());
                     join_next = true;
                     self.cursor = (entry.sequence + 1, true);
                 }

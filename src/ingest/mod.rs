@@ -9,14 +9,29 @@
 //!
 //! Per camera one [`Broadcast`] (a state machine without I/O, [`broadcast`]) collects the
 //! uploads; this driver does its I/O: parsing and hashing on the blocking pool, objects into the
-//! store, rows into the catalog (which announces each append to the node's live viewers). A
+//! store, rows into the catalog (which announces each append to every node's live viewers). A
 //! broadcast is a recording marked live from its first segment; it ends on `#EXT-X-ENDLIST` or
 //! after `idle_timeout` without uploads, and is then an ordinary archived recording whose head
 //! is stored for fast first bytes.
+//!
+//! Any node takes any upload (a load balancer spreads an encoder's PUTs over all nodes, and a
+//! node may die between two of them). Each upload runs in two phases:
+//! 1. without any lock: parse, index and hash the upload (blocking pool) and store its object
+//!    (content-addressed, so doing it twice is harmless);
+//! 2. under the camera's lock in the catalog ([`Catalog::lock_broadcast`], one transaction): take
+//!    up the broadcast's stored state ([`broadcast::Saved`]; this node's copy is reused when it
+//!    is current and caught up with what other nodes appended otherwise), apply the upload,
+//!    append what it makes ready, store the new state, commit. A failure rolls the whole
+//!    transaction back, and the node forgets its copy.
+//!
+//! So two nodes appending at once are ordered by the lock and never interleave, duplicate or
+//! drop a segment, and a node killed mid-upload leaves the broadcast as it was before that
+//! upload.
 
 pub mod broadcast;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,12 +40,14 @@ use bytes::Bytes;
 pub use broadcast::Broadcast;
 use broadcast::Step;
 
-use crate::catalog::{Camera, Catalog, CatalogError};
+use crate::catalog::{Camera, Catalog, CatalogError, LockedBroadcast};
 use crate::format::FormatError;
+use crate::format::fmp4::InitSegment;
 use crate::format::index::{Codec, SegmentIndex, TrackKind};
 use crate::format::mp4::LayoutError;
 use crate::format::{fmp4, m3u8};
 use crate::model::{CameraId, keys, now_ms, sha256_hex};
+use broadcast::Saved;
 use crate::store::{ObjectStore, StoreError};
 
 /// Why an upload is refused or a broadcast cannot go on.
@@ -66,11 +83,17 @@ pub enum IngestError {
     Task(String),
 }
 
-/// The live ingest of this node: the broadcasts in progress.
+/// The live ingest of this node. It holds no state a broadcast needs: per camera a copy of the
+/// broadcast as this node last saw it (reused when still current), and parsed init segments.
 pub struct Ingest {
     catalog: Catalog,
     store: Arc<dyn ObjectStore>,
-    broadcasts: Mutex<HashMap<CameraId, Arc<tokio::sync::Mutex<Broadcast>>>>,
+    copies: Mutex<HashMap<CameraId, Arc<tokio::sync::Mutex<Option<Broadcast>>>>>,
+    /// Parsed fMP4 init segments by object key.
+    inits: Mutex<HashMap<String, Arc<InitSegment>>>,
+    /// Uploads being processed (see [`Ingest::wait_idle`]).
+    in_flight: AtomicUsize,
+    idle_tx: tokio::sync::watch::Sender<()>,
     /// A broadcast with no upload for this long ends.
     pub idle_timeout: Duration,
     /// Largest accepted upload, bytes.
@@ -82,142 +105,276 @@ async fn cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Resul
     tokio::task::spawn_blocking(f).await.map_err(|e| IngestError::Task(e.to_string()))
 }
 
+/// One upload, prepared (phase 1) and waiting to be applied under the camera's lock.
+enum Op {
+    Playlist(m3u8::MediaPlaylist),
+    Init { file: String, key: String, init: Arc<InitSegment> },
+    Segment { file: String, indexed: broadcast::Indexed },
+    /// An fMP4 segment stored before any init segment.
+    AwaitInit { file: String, key: String },
+    /// An upload that was refused: its playlist entry becomes a gap.
+    Reject(String),
+}
+
+/// Counts an upload in flight for as long as it lives.
+struct InFlight<'a>(&'a Ingest);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle_tx.send_replace(());
+        }
+    }
+}
+
 impl Ingest {
     /// Ingest over `catalog` and `store`; broadcasts end after `idle_timeout` without uploads.
     pub fn new(catalog: Catalog, store: Arc<dyn ObjectStore>, idle_timeout: Duration) -> Self {
-        Ingest { catalog, store, broadcasts: Mutex::new(HashMap::new()), idle_timeout, max_upload_bytes: 256 << 20 }
+        Ingest {
+            catalog,
+            store,
+            copies: Mutex::new(HashMap::new()),
+            inits: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            idle_tx: tokio::sync::watch::channel(()).0,
+            idle_timeout,
+            max_upload_bytes: 256 << 20,
+        }
+    }
+
+    /// Waits until no upload is being processed (a draining node lets them finish).
+    pub async fn wait_idle(&self) {
+        let mut rx = self.idle_tx.subscribe();
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Takes one complete upload `file` (`index.m3u8`, `init.mp4`, `NAME.ts`, `NAME.m4s`) for
     /// camera `cam` and appends whatever it makes ready. A refused segment becomes a gap; the
     /// broadcast goes on.
     pub async fn upload(&self, cam: &Camera, file: &str, data: Bytes) -> Result<(), IngestError> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _counted = InFlight(self);
         crate::model::check_name(file).map_err(|_| IngestError::BadName(file.to_string()))?;
         let ext = file.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
         if !matches!(ext, "m3u8" | "mp4" | "ts" | "m4s") {
             return Err(IngestError::UnsupportedKind(file.to_string()));
         }
-        let bc = self.broadcast(cam).await?;
-        let mut bc = bc.lock().await;
-        bc.touch(Instant::now());
-        let result = match ext {
+        let prepared = match ext {
             "m3u8" => {
                 let name = file.to_string();
                 let pl = cpu(move || m3u8::parse(&data)).await?;
-                bc.set_playlist(pl.map_err(|source| IngestError::Unparsable { file: name, source })?);
-                Ok(())
+                Ok(Op::Playlist(pl.map_err(|source| IngestError::Unparsable { file: name, source })?))
             }
-            "mp4" => self.init(&mut bc, file, data).await,
-            _ => {
-                let r = self.segment(&mut bc, file, ext == "m4s", data).await;
-                if r.is_err() {
-                    bc.reject(file.to_string());
+            "mp4" => self.prepare_init(cam, file, data).await,
+            _ => self.prepare_segment(cam, file, ext == "m4s", data).await,
+        };
+        match prepared {
+            Ok(op) => self.apply(cam, op).await,
+            Err(e) if ext == "ts" || ext == "m4s" => {
+                // The refusal is recorded, so that the playlist's entry becomes a gap.
+                if let Err(e2) = self.apply(cam, Op::Reject(file.to_string())).await {
+                    tracing::warn!(camera = cam.name, file, "recording the refusal: {e2}");
                 }
-                r
+                Err(e)
             }
-        };
-        // Append what is ready even when this upload was refused (it is a gap now).
-        self.advance(&mut bc).await?;
-        result
-    }
-
-    /// The camera's broadcast: the one in progress, one resumed from a live recording this
-    /// node was serving before a restart, or a new one.
-    async fn broadcast(&self, cam: &Camera) -> Result<Arc<tokio::sync::Mutex<Broadcast>>, IngestError> {
-        if let Some(b) = self.broadcasts.lock().unwrap_or_else(PoisonError::into_inner).get(&cam.id) {
-            return Ok(b.clone());
+            Err(e) => Err(e),
         }
-        let cutoff = now_ms() - self.idle_timeout.as_millis() as i64;
-        let bc = match self.catalog.live_recording(cam.id).await?.filter(|r| r.updated_ms >= cutoff) {
-            Some(rec) => self.resume(cam, rec).await?,
-            None => Broadcast::new(cam.clone(), Instant::now()),
-        };
-        let bc = Arc::new(tokio::sync::Mutex::new(bc));
-        Ok(self.broadcasts.lock().unwrap_or_else(PoisonError::into_inner).entry(cam.id).or_insert(bc).clone())
     }
 
-    /// Takes up live recording `rec` again: its segments, and the init segment its fMP4
-    /// segments use.
-    async fn resume(&self, cam: &Camera, rec: crate::catalog::Recording) -> Result<Broadcast, IngestError> {
-        let segs = self.catalog.segments(rec.id).await?;
-        let init = match segs.last().and_then(|s| s.init_key.clone()) {
-            Some(key) => {
-                let len = self.store.head(&key).await?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                let b = self.store.get_range(&key, 0..len).await?;
-                let file = key.clone();
-                let init = cpu(move || fmp4::parse_init(&b)).await?;
-                Some((init.map_err(|source| IngestError::Unparsable { file, source })?, key))
-            }
-            None => None,
-        };
-        let (cam, id, n) = (cam.clone(), rec.id, segs.len());
-        let bc = cpu(move || {
-            let mut decoded = Vec::with_capacity(segs.len());
-            for s in segs {
-                let index = SegmentIndex::decode(&s.sample_index)
-                    .map_err(|e| IngestError::Resume(format!("segment {}: {e}", s.seq)))?;
-                decoded.push((s, index));
-            }
-            Broadcast::resume(cam, rec, decoded, init, Instant::now())
-        })
-        .await??;
-        tracing::info!(recording = %id, segments = n, "resuming live broadcast");
-        Ok(bc)
-    }
-
-    async fn init(&self, bc: &mut Broadcast, file: &str, data: Bytes) -> Result<(), IngestError> {
+    async fn prepare_init(&self, cam: &Camera, file: &str, data: Bytes) -> Result<Op, IngestError> {
         let parsed = {
             let data = data.clone();
             cpu(move || fmp4::parse_init(&data)).await?
         };
-        let init = parsed.map_err(|source| IngestError::Unparsable { file: file.to_string(), source })?;
-        let key = keys::segment(bc.camera.user_id, &sha256_hex(&data), "mp4");
+        let init = Arc::new(parsed.map_err(|source| IngestError::Unparsable { file: file.to_string(), source })?);
+        let key = keys::segment(cam.user_id, &sha256_hex(&data), "mp4");
         self.store.put(&key, data).await?;
-        for (name, data) in bc.add_init(file.to_string(), init, key) {
-            if let Err(e) = self.segment(bc, &name, true, data).await {
-                tracing::warn!(camera = bc.camera.name, file = name, "upload rejected: {e}");
-                bc.reject(name);
+        self.inits.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone(), init.clone());
+        Ok(Op::Init { file: file.to_string(), key, init })
+    }
+
+    /// Indexes and stores one segment against the broadcast's last committed state (its init
+    /// segment, or the parameter sets carried so far).
+    async fn prepare_segment(&self, cam: &Camera, file: &str, fmp4: bool, data: Bytes) -> Result<Op, IngestError> {
+        let mut bc = Broadcast::new(cam.clone(), Instant::now());
+        if let Some(state) = self.catalog.broadcast_state(cam.id).await? {
+            let saved = Saved::decode(&state)?;
+            self.load_inits(&saved).await?;
+            // Only the stored part is needed here: the layout is not caught up.
+            bc.restore(saved, |k| self.init(k))?;
+        }
+        let Some(job) = bc.segment_job(fmp4) else {
+            let key = keys::segment(cam.user_id, &sha256_hex(&data), "m4s");
+            self.store.put(&key, data).await?;
+            return Ok(Op::AwaitInit { file: file.to_string(), key });
+        };
+        let (name, bytes) = (file.to_string(), data.clone());
+        let indexed = cpu(move || broadcast::index_segment(&name, job, &bytes)).await??;
+        self.store.put(&indexed.pending.object_key, data).await?;
+        Ok(Op::Segment { file: file.to_string(), indexed })
+    }
+
+    fn init(&self, key: &str) -> Option<Arc<InitSegment>> {
+        self.inits.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+    }
+
+    /// Parses (once per node) the init segments a stored state names.
+    async fn load_inits(&self, saved: &Saved) -> Result<(), IngestError> {
+        for key in saved.init_keys() {
+            if self.init(key).is_some() {
+                continue;
             }
+            let len = self.store.head(key).await?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+            let b = self.store.get_range(key, 0..len).await?;
+            let file = key.to_string();
+            let init = cpu(move || fmp4::parse_init(&b)).await?;
+            let init = Arc::new(init.map_err(|source| IngestError::Unparsable { file, source })?);
+            self.inits.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_string(), init);
         }
         Ok(())
     }
 
-    /// Indexes, checks and stores one segment; it then waits for a playlist to name it.
-    async fn segment(&self, bc: &mut Broadcast, file: &str, fmp4: bool, data: Bytes) -> Result<(), IngestError> {
-        let Some(job) = bc.segment_job(file, fmp4, &data) else { return Ok(()) };
-        let (name, bytes) = (file.to_string(), data.clone());
-        let indexed = cpu(move || broadcast::index_segment(&name, job, &bytes)).await??;
+    /// Phase 2: applies `op` to the camera's broadcast under its catalog lock, appends what is
+    /// ready and stores the new state, in one transaction. Returns the upload's own refusal
+    /// (a codec change) after recording it as a gap.
+    async fn apply(&self, cam: &Camera, op: Op) -> Result<(), IngestError> {
+        let copy = self.copies.lock().unwrap_or_else(PoisonError::into_inner).entry(cam.id).or_default().clone();
+        let mut copy = copy.lock().await;
+        let mut locked = self.catalog.lock_broadcast(cam.id).await?;
+        // Taken out: on any error below the copy is dropped, and the next upload starts from
+        // the catalog.
+        let mut bc = copy.take().unwrap_or_else(|| Broadcast::new(cam.clone(), Instant::now()));
+        bc.camera = cam.clone();
+        self.sync(&mut bc, locked.state.as_deref()).await?;
+        let refusal = match op {
+            Op::Playlist(pl) => {
+                bc.set_playlist(pl);
+                None
+            }
+            Op::Init { file, key, init } => {
+                for (name, seg_key) in bc.add_init(file, init, key) {
+                    if let Err(e) = self.index_stored(&mut bc, &name, &seg_key).await {
+                        tracing::warn!(camera = cam.name, file = name, "upload rejected: {e}");
+                        bc.reject(name);
+                    }
+                }
+                None
+            }
+            Op::Segment { file, indexed } => match bc.accept(&file, indexed) {
+                Ok(p) => {
+                    bc.add_pending(file, p);
+                    None
+                }
+                Err(e) => {
+                    bc.reject(file);
+                    Some(e)
+                }
+            },
+            Op::AwaitInit { file, key } => {
+                if bc.segment_job(true).is_some() {
+                    // An init segment arrived meanwhile.
+                    if let Err(e) = self.index_stored(&mut bc, &file, &key).await {
+                        bc.reject(file);
+                        return self.finish(bc, locked, &mut copy, Some(e)).await;
+                    }
+                } else {
+                    bc.await_init(file, key);
+                }
+                None
+            }
+            Op::Reject(file) => {
+                bc.reject(file);
+                None
+            }
+        };
+        self.advance(&mut bc, &mut locked).await?;
+        self.finish(bc, locked, &mut copy, refusal).await
+    }
+
+    /// Stores the broadcast's new state (or forgets it, ended), commits, keeps the copy.
+    async fn finish(
+        &self,
+        bc: Broadcast,
+        mut locked: LockedBroadcast,
+        copy: &mut Option<Broadcast>,
+        refusal: Option<IngestError>,
+    ) -> Result<(), IngestError> {
+        if bc.ended() {
+            locked.clear().await?;
+        } else {
+            locked.save(&bc.save().encode(), now_ms()).await?;
+        }
+        locked.commit().await?;
+        if !bc.ended() {
+            *copy = Some(bc);
+        }
+        refusal.map_or(Ok(()), Err)
+    }
+
+    /// Brings `bc` up to the stored state `state` (`None`: no broadcast in progress): the stored
+    /// part taken up, the segments other nodes appended pushed.
+    async fn sync(&self, bc: &mut Broadcast, state: Option<&[u8]>) -> Result<(), IngestError> {
+        let saved = match state {
+            Some(b) => Saved::decode(b)?,
+            None => Saved::default(),
+        };
+        self.load_inits(&saved).await?;
+        let Some((id, from)) = bc.restore(saved, |k| self.init(k))? else { return Ok(()) };
+        let rec = self
+            .catalog
+            .recording_by_id(id)
+            .await?
+            .ok_or_else(|| IngestError::Resume(format!("recording {id} is gone")))?;
+        let segs = self.catalog.segments_from(id, from).await?;
+        let n = segs.len();
+        let decoded = cpu(move || {
+            segs.into_iter()
+                .map(|s| {
+                    let index = SegmentIndex::decode(&s.sample_index)
+                        .map_err(|e| IngestError::Resume(format!("segment {}: {e}", s.seq)))?;
+                    Ok((s, index))
+                })
+                .collect::<Result<Vec<_>, IngestError>>()
+        })
+        .await??;
+        bc.catch_up(rec, decoded)?;
+        tracing::debug!(recording = %id, from, segments = n, "caught up with the catalog");
+        Ok(())
+    }
+
+    /// Indexes an fMP4 segment stored before its init segment arrived.
+    async fn index_stored(&self, bc: &mut Broadcast, file: &str, key: &str) -> Result<(), IngestError> {
+        let Some(job) = bc.segment_job(true) else { return Ok(()) };
+        let len = self.store.head(key).await?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let data = self.store.get_range(key, 0..len).await?;
+        let name = file.to_string();
+        let indexed = cpu(move || broadcast::index_segment(&name, job, &data)).await??;
         let pending = bc.accept(file, indexed)?;
-        self.store.put(&pending.object_key, data).await?;
         bc.add_pending(file.to_string(), pending);
         Ok(())
     }
 
     /// Carries out the broadcast's steps until it waits: appends in playlist order, then its
-    /// end after `#EXT-X-ENDLIST`.
-    async fn advance(&self, bc: &mut Broadcast) -> Result<(), IngestError> {
+    /// end after `#EXT-X-ENDLIST`, all in `locked`'s transaction.
+    async fn advance(&self, bc: &mut Broadcast, locked: &mut LockedBroadcast) -> Result<(), IngestError> {
         loop {
             match bc.next_step(now_ms()) {
                 Step::Wait => return Ok(()),
-                Step::Start(new) => match self.catalog.insert_recording(&new).await {
-                    Ok(rec) => {
-                        tracing::info!(recording = %rec.id, camera = bc.camera.name, "broadcast started");
-                        bc.appended(rec);
-                    }
-                    Err(e) => {
-                        bc.append_failed();
-                        return Err(e.into());
-                    }
-                },
-                Step::Grow(rec, segment) => match self.catalog.append_segment(&rec, &segment).await {
-                    Ok(()) => bc.appended(rec),
-                    Err(e) => {
-                        bc.append_failed();
-                        return Err(e.into());
-                    }
-                },
+                Step::Start(new) => {
+                    let rec = locked.insert_recording(&new).await?;
+                    tracing::info!(recording = %rec.id, camera = bc.camera.name, "broadcast started");
+                    bc.appended(rec);
+                }
+                Step::Grow(rec, segment) => {
+                    locked.append_segment(&rec, &segment).await?;
+                    bc.appended(rec);
+                }
                 Step::End => {
-                    self.end(bc, "EXT-X-ENDLIST").await?;
+                    self.end(bc, locked, "EXT-X-ENDLIST").await?;
                     return Ok(());
                 }
             }
@@ -225,9 +382,8 @@ impl Ingest {
     }
 
     /// Ends a broadcast: stores the finished file's head (for fast first bytes; a failure only
-    /// costs that), marks the recording as ended, forgets the broadcast.
-    async fn end(&self, bc: &mut Broadcast, why: &str) -> Result<(), IngestError> {
-        let cam = bc.camera.id;
+    /// costs that) and marks the recording as ended, in `locked`'s transaction.
+    async fn end(&self, bc: &mut Broadcast, locked: &mut LockedBroadcast, why: &str) -> Result<(), IngestError> {
         if let Some((builder, mut rec)) = bc.end() {
             match cpu(move || builder.layout()).await? {
                 Ok(layout) => {
@@ -238,36 +394,53 @@ impl Ingest {
                 }
                 Err(e) => tracing::warn!(recording = %rec.id, "ended broadcast has no layout: {e}"),
             }
-            self.catalog.end_live(&mut rec).await?;
+            locked.end_live(&mut rec).await?;
             tracing::info!(recording = %rec.id, "broadcast ended ({why})");
         }
-        self.broadcasts.lock().unwrap_or_else(PoisonError::into_inner).remove(&cam);
         Ok(())
     }
 
-    /// Ends broadcasts that saw no upload for `idle_timeout`, forever (spawn it once per node).
-    /// Each turn also ends live recordings left idle by any node (e.g. across a restart).
+    /// Ends broadcasts that saw no upload for `idle_timeout`, whichever node took their
+    /// uploads, forever (spawn it once per node; nodes racing for one broadcast are ordered by
+    /// its lock, and the later finds it ended). Each turn also ends live recordings of no
+    /// broadcast left idle (a growing playlist no longer scanned).
     pub async fn sweep_idle(self: Arc<Self>) {
         let timeout = self.idle_timeout;
         let tick = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
-            match self.catalog.end_idle_live(now_ms() - timeout.as_millis() as i64).await {
+            let cutoff = now_ms() - timeout.as_millis() as i64;
+            match self.catalog.end_idle_live(cutoff).await {
                 Ok(n) if n > 0 => tracing::info!("ended {n} idle live recording(s)"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("idle sweep: {e}"),
             }
-            let all: Vec<Arc<tokio::sync::Mutex<Broadcast>>> =
-                self.broadcasts.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
-            for bc in all {
-                let mut bc = bc.lock().await;
-                if !bc.ended()
-                    && bc.idle_for(Instant::now()) >= timeout
-                    && let Err(e) = self.end(&mut bc, "idle").await
-                {
-                    tracing::warn!("ending idle broadcast: {e}");
+            match self.catalog.idle_broadcasts(cutoff).await {
+                Ok(cams) => {
+                    for cam in cams {
+                        if let Err(e) = self.end_idle(cam, cutoff).await {
+                            tracing::warn!(camera = %cam, "ending idle broadcast: {e}");
+                        }
+                    }
                 }
+                Err(e) => tracing::warn!("idle sweep: {e}"),
             }
             tokio::time::sleep(tick).await;
         }
+    }
+
+    async fn end_idle(&self, cam: CameraId, cutoff: i64) -> Result<(), IngestError> {
+        let Some(camera) = self.catalog.camera_by_id(cam).await? else { return Ok(()) };
+        let copy = self.copies.lock().unwrap_or_else(PoisonError::into_inner).entry(cam).or_default().clone();
+        let mut copy = copy.lock().await;
+        let mut locked = self.catalog.lock_broadcast(cam).await?;
+        if locked.state.is_none() || !locked.idle_since(cutoff) {
+            return Ok(());
+        }
+        let mut bc = copy.take().unwrap_or_else(|| Broadcast::new(camera.clone(), Instant::now()));
+        self.sync(&mut bc, locked.state.as_deref()).await?;
+        self.end(&mut bc, &mut locked, "idle").await?;
+        locked.clear().await?;
+        locked.commit().await?;
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The broadcast state machine on values: real fixture segments, no store, no catalog.
 
 use super::*;
+use bytes::Bytes;
 use crate::format::mp4::Layout;
 use crate::model::{CameraId, RecordingId, full_file_etag};
 
@@ -26,7 +27,7 @@ fn playlist(names: &[&str], ended: bool) -> MediaPlaylist {
 
 /// Uploads a TS segment the way the driver does (index, accept, store, add).
 fn upload(bc: &mut Broadcast, name: &str, data: &Bytes) -> Result<(), IngestError> {
-    let job = bc.segment_job(name, false, data).unwrap();
+    let job = bc.segment_job(false).unwrap();
     let indexed = index_segment(name, job, data)?;
     let pending = bc.accept(name, indexed)?;
     bc.add_pending(name.to_string(), pending);
