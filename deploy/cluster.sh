@@ -292,6 +292,10 @@ EOF
             # spelled out): an ingest PUT whose node dies can then be sent again
             # to another node. PUT and GET are idempotent, so nginx retries them.
             proxy_request_buffering on;
+            # ffmpeg's HLS muxer closes its side of the connection right after a PUT's
+            # last byte, without reading the answer; nginx would take that for an
+            # abort (499) and never pass the upload on.
+            proxy_ignore_client_abort on;
             # An ingest upload (one segment, init or playlist) may be up to
             # 256 MiB (serve --ingest-max-upload); nginx's default is 1 MiB.
             client_max_body_size 256m;

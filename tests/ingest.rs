@@ -152,3 +152,92 @@ async fn failed_writes_leave_no_phantom_segment_and_the_broadcast_goes_on() {
     let bytes = jitmux::media::read_range(&catalog, &media, &file, 0..file.len_bytes()).await.unwrap();
     assert_eq!(bytes.len() as u64, file.len_bytes(), "served from the layout (no head object)");
 }
+
+/// Two nodes (two catalog connections, two `Ingest`s, one store) on one PostgreSQL database take
+/// one encoder's uploads in turn and at once, as behind a round-robin load balancer: the
+/// broadcast is one recording with every segment once and in order, the same file an import of
+/// the playlist makes; the second node's viewers are woken by the first node's appends
+/// (`LISTEN/NOTIFY`).
+#[tokio::test]
+async fn two_nodes_assemble_one_broadcast_on_postgresql() {
+    use sqlx::Executor;
+    let pg = std::env::var("JITMUX_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = sqlx::PgPool::connect(&pg).await.expect("PostgreSQL at JITMUX_TEST_PG");
+    let schema = format!("jitmux_ingest_{}", std::process::id());
+    admin.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}").as_str()).await.unwrap();
+    let url = format!("{pg}?options=-c%20search_path%3D{schema}");
+    let result = async {
+        let a = Catalog::connect(&url).await.unwrap();
+        let b = Catalog::connect(&url).await.unwrap();
+        let (user, _) = a.add_user("alice").await.unwrap();
+        let cam = a.camera_get_or_create(user.id, "porch").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path().join("objects")).unwrap());
+        let nodes = [
+            Arc::new(Ingest::new(a.clone(), store.clone(), std::time::Duration::from_secs(30))),
+            Arc::new(Ingest::new(b.clone(), store.clone(), std::time::Duration::from_secs(30))),
+        ];
+        tokio::spawn(b.clone().follow_notifications());
+        let n = 30u32;
+        let mut woken = None;
+        for i in 0..n {
+            // Segment i on one node while the playlist naming segment i-1 goes to the other,
+            // at the same time.
+            let seg_node = nodes[(i % 2) as usize].clone();
+            let pl_node = nodes[((i + 1) % 2) as usize].clone();
+            let c1 = cam.clone();
+            let c2 = cam.clone();
+            let s = tokio::spawn(async move { seg_node.upload(&c1, &format!("seg_{i:05}.ts"), seg(i)).await });
+            let p = tokio::spawn(async move { pl_node.upload(&c2, "index.m3u8", playlist(i, false)).await });
+            s.await.unwrap().unwrap();
+            p.await.unwrap().unwrap();
+            if i == 3 {
+                let rec = a.live_recording(cam.id).await.unwrap().expect("live after the first playlists");
+                woken = Some(b.changes().subscribe(rec.id));
+                // Let the listener start before counting on it.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        }
+        // Node B's viewers hear node A's appends.
+        let mut rx = woken.unwrap();
+        nodes[0].upload(&cam, "index.m3u8", playlist(n, false)).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed())
+            .await
+            .expect("node B woken by node A's append")
+            .unwrap();
+        nodes[1].upload(&cam, "index.m3u8", playlist(n, true)).await.unwrap();
+
+        let rec = b.live_recording(cam.id).await.unwrap();
+        assert!(rec.is_none(), "ended by EXT-X-ENDLIST");
+        let recs = a.list_recordings(cam.id, &a.list_days(cam.id).await.unwrap()[0].name).await.unwrap();
+        assert_eq!(recs.len(), 1, "one recording");
+        let segs = a.segments(recs[0].id).await.unwrap();
+        let names: Vec<String> = segs.iter().map(|s| s.source_name.clone()).collect();
+        let want: Vec<String> = (0..n).map(|i| format!("seg_{i:05}.ts")).collect();
+        assert_eq!(names, want, "every segment once, in order");
+        assert!(segs.iter().enumerate().all(|(i, s)| s.seq == i as i64 && !s.join_before));
+
+        let imported = jitmux::import::import_playlist(
+            &a,
+            store.as_ref(),
+            "alice",
+            "import",
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sets/s13_h264_only_ts_2s/index.m3u8"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.segments(imported.id).await.unwrap().len(), segs.len(), "the fixture has {n} segments");
+        assert_eq!(
+            (recs[0].etag.as_str(), recs[0].len_bytes),
+            (imported.etag.as_str(), imported.len_bytes),
+            "the same file as the import"
+        );
+    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    admin.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

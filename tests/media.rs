@@ -81,7 +81,7 @@ async fn any_range_and_the_stream_through_media_equal_what_the_server_sends() {
         // The quasi-stream, from the start and from 10 s.
         for start in [None, Some(10.0)] {
             let mut made = Vec::new();
-            let mut s = media::fragments(catalog.clone(), media.clone(), file.clone(), start);
+            let mut s = media::fragments(catalog.clone(), media.clone(), file.clone(), start, media::never_stop());
             while let Some(piece) = s.next().await {
                 made.extend_from_slice(&piece.unwrap());
             }

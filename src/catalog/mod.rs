@@ -320,6 +320,12 @@ impl Catalog {
         Ok(Catalog { pool, reads: Default::default(), changes: Default::default(), pg_url })
     }
 
+    /// Checks that the database answers (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The change announcements of this node's live recordings ([`Changes`]).
     pub fn changes(&self) -> &Changes {
         &self.changes
@@ -746,9 +752,9 @@ impl Catalog {
             "UPDATE recordings SET live = 0 WHERE live = 1 AND updated_ms < $1 \
              AND camera_id NOT IN (SELECT camera_id FROM broadcasts)",
         )
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?;
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected())
     }
 
@@ -971,6 +977,28 @@ async fn insert_segment(tx: &mut sqlx::Transaction<'_, sqlx::Any>, recording: Re
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Counts the SQL statements this process sends to the catalog, as
+/// `jitmux_catalog_statements_total` on `/metrics`, from sqlx's own per-statement event (target
+/// `sqlx::query`), whatever the log filter prints. The cost of an operation in catalog round
+/// trips reads off it (e.g. statements per appended live segment).
+pub struct StatementCounter;
+
+impl StatementCounter {
+    /// The tracing layer, filtered to sqlx's statement events.
+    pub fn layer<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>>()
+    -> impl tracing_subscriber::Layer<S> {
+        use tracing_subscriber::Layer as _;
+        StatementCounter
+            .with_filter(tracing_subscriber::filter::Targets::new().with_target("sqlx::query", tracing::Level::TRACE))
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StatementCounter {
+    fn on_event(&self, _event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        metrics::counter!("jitmux_catalog_statements_total").increment(1);
+    }
 }
 
 /// A new random API token: `jm_` + 64 hex digits (256 bits).

@@ -45,6 +45,22 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How a node presents itself and leaves (see `http::drain`).
+#[derive(clap::Args, Clone)]
+struct NodeArgs {
+    /// This node's name, sent back as the `X-Jitmux-Node` response header (which node served).
+    #[arg(long, env = "JITMUX_NODE_NAME")]
+    node_name: Option<String>,
+    /// After SIGTERM/SIGINT: seconds the node reports unready on /readyz while still accepting
+    /// (for the load balancer to notice), before it closes its listener.
+    #[arg(long, env = "JITMUX_DRAIN_GRACE", default_value_t = 2.0)]
+    drain_grace: f64,
+    /// After the listener closed: seconds full-file downloads and ingest uploads in flight may
+    /// take to finish (quasi-streams end at their next fragment); then the node exits.
+    #[arg(long, env = "JITMUX_DRAIN_TIMEOUT", default_value_t = 30.0)]
+    drain_timeout: f64,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the HTTP API.
@@ -72,6 +88,8 @@ enum Cmd {
         /// Bound of the node's cache of made bytes (transmuxed segments, heads), bytes.
         #[arg(long, env = "JITMUX_CACHE_BYTES", default_value_t = crate::media::chunks::DEFAULT_CACHE_BYTES)]
         cache_bytes: u64,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Import an HLS media playlist (VOD or EVENT) as a recording; prints its path in the tree.
     ///
@@ -226,10 +244,15 @@ fn data_error(msg: impl Into<String>) -> Failure {
 
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(ansi)
+        .with_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()));
+    tracing_subscriber::registry().with(log).with(crate::catalog::StatementCounter::layer()).init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -278,6 +301,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             user_max_workers,
             user_idle_evict,
             cache_bytes,
+            node,
         } => {
             crate::media::chunks::node_cache().set_max_bytes(cache_bytes);
             let limits = Limits {
@@ -287,7 +311,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             let idle = secs(ingest_idle_timeout, "--ingest-idle-timeout")?;
             let evict = secs(user_idle_evict, "--user-idle-evict")?;
-            serve(catalog, store, listen, idle, ingest_max_upload, limits, evict).await
+            serve(catalog, store, listen, idle, ingest_max_upload, limits, evict, node).await
         }
         Cmd::Import { user, camera, start, name, playlist } => {
             import(&catalog, store, &user, &camera, start, name, playlist).await
@@ -324,6 +348,7 @@ async fn serve(
     max_upload: usize,
     limits: Limits,
     evict: Duration,
+    node: NodeArgs,
 ) -> Result<(), Failure> {
     // A store that cannot be reached for good (no such bucket, refused credentials) is a
     // configuration error; one that is only unavailable now may come back.
@@ -336,7 +361,10 @@ async fn serve(
     if let Some(ingest) = Arc::get_mut(&mut state.ingest) {
         ingest.max_upload_bytes = max_upload;
     }
-    run_server(state, listen).await
+    state.drain = crate::http::drain::Drain::new(node.node_name.as_deref());
+    let grace = secs(node.drain_grace, "--drain-grace")?;
+    let timeout = secs(node.drain_timeout, "--drain-timeout")?;
+    run_server(state, listen, grace, timeout).await
 }
 
 /// `jitmux import`.
@@ -596,18 +624,62 @@ async fn demo(catalog: Catalog, store: Arc<dyn ObjectStore>, listen: SocketAddr)
     println!("download: curl -H 'Authorization: Bearer {token}' -o demo.mp4 {url}");
     println!("play:     ffplay -headers $'Authorization: Bearer {token}\\r\\n' {url}");
     let state = AppState::new(catalog, store, Duration::from_secs(30), Limits::default(), Duration::from_secs(300));
-    run_server(state, listen).await
+    run_server(state, listen, Duration::ZERO, Duration::from_secs(5)).await
 }
 
-async fn run_server(state: AppState, listen: SocketAddr) -> Result<(), Failure> {
+/// Serves until SIGTERM or SIGINT, then drains (`http::drain`): unready for `grace`, listener
+/// closed, downloads and uploads in flight given up to `timeout`. A second signal exits at once.
+async fn run_server(state: AppState, listen: SocketAddr, grace: Duration, timeout: Duration) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("listening on http://{}", listener.local_addr()?);
     tokio::spawn(state.ingest.clone().sweep_idle());
     tokio::spawn(state.instances.clone().sweep());
+    tokio::spawn(state.catalog.clone().follow_notifications());
+    let (drain, ingest) = (state.drain.clone(), state.ingest.clone());
+    let mut server = tokio::spawn(crate::http::serve_on(listener, app(state), drain.closing()));
+    let mut signals = Signals::new()?;
     tokio::select! {
-        r = crate::http::serve_on(listener, app(state)) => r?,
-        _ = tokio::signal::ctrl_c() => {}
+        r = &mut server => return r.map_err(|e| Failure(1, e.to_string()))?.map_err(Failure::from),
+        s = signals.next() => tracing::info!("{s}: draining (unready for {grace:?})"),
+    }
+    drain.begin();
+    tokio::select! {
+        _ = tokio::time::sleep(grace) => {}
+        s = signals.next() => {
+            tracing::warn!("{s} again: exiting now");
+            return Ok(());
+        }
+    }
+    drain.close();
+    let t0 = std::time::Instant::now();
+    tokio::select! {
+        _ = async {
+            let _ = server.await;
+            ingest.wait_idle().await;
+        } => tracing::info!("drained in {:.1} s", t0.elapsed().as_secs_f64()),
+        _ = tokio::time::sleep(timeout) => tracing::warn!("drain timeout ({timeout:?}): closing what is left"),
+        s = signals.next() => tracing::warn!("{s} again: exiting now"),
     }
     Ok(())
+}
+
+/// SIGTERM and SIGINT as one stream of names.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }

@@ -188,7 +188,8 @@ async fn serve_file(
     if q.stream {
         let slot =
             inst.try_slot(Kind::Stream).ok_or(ApiError::TooMany { what: "streams", limit: inst.limits.max_streams })?;
-        let body = crate::media::fragments(state.catalog.clone(), inst.media.clone(), file, q.start_s);
+        let body =
+            crate::media::fragments(state.catalog.clone(), inst.media.clone(), file, q.start_s, state.drain.closing());
         let body = Body::from_stream(Holding { inner: body, _slot: slot });
         let headers = [
             (header::CONTENT_TYPE, HeaderValue::from_static("video/mp4")),

@@ -9,7 +9,7 @@
 //! GET  /v1/thumbnails/{camera}/{day}/{NAME}.jpg
 //! PUT  /v1/ingest/{camera}/{file}              live ingest (ingest key)
 //! POST /v1/share                               signed URLs
-//! GET  /v1/me, /v1/openapi.json, /metrics, /healthz
+//! GET  /v1/me, /v1/openapi.json, /metrics, /healthz (liveness), /readyz (readiness; drain)
 //! GET  /, /ui/…                                the web page (session cookie)
 //! ```
 //! Requests carry `Authorization: Bearer TOKEN`, a session cookie, or a signed URL's query, and
@@ -17,6 +17,7 @@
 //! in [`error`] alone.
 
 pub mod auth;
+pub mod drain;
 pub mod error;
 pub mod files;
 mod ingest;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// Per-user program instances (media caches, limits, scoped storage).
     pub instances: Arc<Instances>,
     pub ingest: Arc<Ingest>,
+    /// Graceful drain ([`drain`]).
+    pub drain: drain::Drain,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             ingest: Arc::new(Ingest::new(catalog.clone(), store.clone(), idle_timeout)),
             catalog,
             store,
+            drain: drain::Drain::new(None),
         }
     }
 }
@@ -86,38 +90,68 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/me", get(me::me))
         .route("/v1/thumbnails/{*path}", get(thumbnails::thumbnail))
         .route("/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(drain::healthz))
+        .route("/readyz", get(drain::readyz))
         .route("/metrics", get(metrics::metrics));
     api.merge(ui::routes())
         .route_layer(axum::middleware::from_fn(metrics::measure))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), drain::headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, one task per connection.
+/// Serves `app` on `listener`, one task per connection, until `closing` turns `true`; then
+/// stops accepting, shuts every connection down gracefully (idle ones close, busy ones after
+/// their response) and returns once all have closed (the caller bounds that wait).
 ///
 /// HTTP/1 connections allow half-closure: ffmpeg's HLS muxer closes its side right after the
 /// last chunk of a PUT without waiting for the answer, and the upload must still be processed
 /// (hyper would otherwise drop the request at that EOF).
-pub async fn serve_on(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        while conns.try_join_next().is_some() {}
+        let (stream, _) = tokio::select! {
+            c = listener.accept() => match c {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { drop(closing.wait_for(|c| *c).await) } => break,
         };
         let _ = stream.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
+        let mut closing = closing.clone();
+        conns.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .half_close(true)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let done = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = async { drop(closing.wait_for(|c| *c).await) } => None,
+            };
+            let r = match done {
+                Some(r) => r,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
                 tracing::debug!("connection: {e}");
             }
         });
     }
+    drop(listener);
+    tracing::info!(connections = conns.len(), "listener closed; waiting for open connections");
+    while conns.join_next().await.is_some() {}
+    Ok(())
 }

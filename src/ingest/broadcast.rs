@@ -406,8 +406,7 @@ impl Broadcast {
         pending.sort_by(|a, b| a.name.cmp(&b.name));
         let mut inits: Vec<(String, String)> = self.inits.iter().map(|(n, (_, k))| (n.clone(), k.clone())).collect();
         inits.sort();
-        let mut appended: Vec<String> =
-            self.appended.iter().filter(|n| window.contains(n.as_str())).cloned().collect();
+        let mut appended: Vec<String> = self.appended.iter().filter(|n| window.contains(n.as_str())).cloned().collect();
         appended.sort();
         Saved {
             recording: self.rec.as_ref().map(|r| r.id.0),

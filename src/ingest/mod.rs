@@ -47,8 +47,8 @@ use crate::format::index::{Codec, SegmentIndex, TrackKind};
 use crate::format::mp4::LayoutError;
 use crate::format::{fmp4, m3u8};
 use crate::model::{CameraId, keys, now_ms, sha256_hex};
-use broadcast::Saved;
 use crate::store::{ObjectStore, StoreError};
+use broadcast::Saved;
 
 /// Why an upload is refused or a broadcast cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -108,10 +108,20 @@ async fn cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Resul
 /// One upload, prepared (phase 1) and waiting to be applied under the camera's lock.
 enum Op {
     Playlist(m3u8::MediaPlaylist),
-    Init { file: String, key: String, init: Arc<InitSegment> },
-    Segment { file: String, indexed: broadcast::Indexed },
+    Init {
+        file: String,
+        key: String,
+        init: Arc<InitSegment>,
+    },
+    Segment {
+        file: String,
+        indexed: broadcast::Indexed,
+    },
     /// An fMP4 segment stored before any init segment.
-    AwaitInit { file: String, key: String },
+    AwaitInit {
+        file: String,
+        key: String,
+    },
     /// An upload that was refused: its playlist entry becomes a gap.
     Reject(String),
 }

@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 pub use body::{BodyStream, body};
 pub use cache::LoadedFile;
 pub use spec::{File, FileSpec, MediaRange, Part};
-pub use stream::{MAX_BEHIND_SEGMENTS, fragments};
+pub use stream::{MAX_BEHIND_SEGMENTS, Stop, fragments, never_stop};
 
 use crate::catalog::{Catalog, CatalogError, Recording};
 use crate::format::FormatError;

@@ -18,9 +18,18 @@ use crate::format::mp4::{Layout, LayoutError};
 /// segment that begins with a sync sample.
 pub const MAX_BEHIND_SEGMENTS: u32 = 4;
 
-/// How often a live viewer re-reads the catalog when no in-process announcement came (ingest on
-/// another node).
+/// How often a live viewer re-reads the catalog on SQLite, where no notification tells of
+/// another process's appends (on PostgreSQL every node hears them, and viewers never poll).
 const LIVE_POLL: Duration = Duration::from_secs(1);
+
+/// Tells quasi-streams to end at their next fragment boundary (`true`): a draining node ends its
+/// streams cleanly so that players reconnect elsewhere and resume with `start=`.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// A [`Stop`] that never turns `true` (a stream nobody drains: tests, exports).
+pub fn never_stop() -> Stop {
+    tokio::sync::watch::channel(false).1
+}
 
 /// The quasi-stream of `file`: a fragmented MP4 (ISO/IEC 14496-12 §8.8) from the sync sample at
 /// or before `start_s` (seconds), one `moof` + `mdat` per segment whose `mdat` holds exactly the
@@ -29,11 +38,13 @@ const LIVE_POLL: Duration = Duration::from_secs(1);
 ///
 /// For a live recording it is the live tail: without `start_s` it starts at the newest segment
 /// that begins with a sync sample (the latest GOP, at once), then sends a fragment as each new
-/// segment lands (announced by this node's catalog, or seen by polling it), skips ahead when the
+/// segment lands (announced by the catalog, whichever node appended), skips ahead when the
 /// viewer falls more than [`MAX_BEHIND_SEGMENTS`] behind, and ends when the broadcast ends.
-pub fn fragments(catalog: Catalog, media: Arc<UserMedia>, file: File, start_s: Option<f64>) -> BodyStream {
+///
+/// When `stop` turns `true` the stream ends after the fragment being sent (never inside one).
+pub fn fragments(catalog: Catalog, media: Arc<UserMedia>, file: File, start_s: Option<f64>, stop: Stop) -> BodyStream {
     metrics::counter!("jitmux_media_bodies_total", "kind" => "stream").increment(1);
-    spawn_producer("stream", move |tx| async move { produce(&catalog, &media, file, start_s, &tx).await })
+    spawn_producer("stream", move |tx| async move { produce(&catalog, &media, file, start_s, stop, &tx).await })
 }
 
 async fn produce(
@@ -41,8 +52,10 @@ async fn produce(
     media: &Arc<UserMedia>,
     mut file: File,
     start_s: Option<f64>,
+    mut stop: Stop,
     tx: &Tx,
 ) -> Result<(), MediaError> {
+    let stopped = |stop: &Stop| *stop.borrow();
     let id = file.recording().id;
     // Subscribe before reading, so no append between the two is missed.
     let mut changes = catalog.changes().subscribe(id);
@@ -56,6 +69,9 @@ async fn produce(
         None => frag::start_point(&loaded.layout, 0.0),
     };
     loop {
+        if stopped(&stop) {
+            return Ok(());
+        }
         let n = loaded.layout.segments.len() as u32;
         if file.live() && n.saturating_sub(next) > MAX_BEHIND_SEGMENTS {
             next = newest_sync_segment(&loaded.layout, next);
@@ -64,7 +80,11 @@ async fn produce(
         if next < n {
             let layout = &loaded.layout;
             let first = next;
-            let pieces = futures::stream::iter(first..n).flat_map(|s| {
+            // A fragment's pieces are made together, so ending between segments ends between
+            // fragments.
+            let stop_at = stop.clone();
+            let segments = futures::stream::iter(first..n).take_while(move |_| std::future::ready(!*stop_at.borrow()));
+            let pieces = segments.flat_map(|s| {
                 let mut pieces = Vec::new();
                 let from: &[Option<u32>] = if s == first { &from } else { &[] };
                 if let Some(plan) = frag::plan_fragment(layout, s, from) {
@@ -86,17 +106,20 @@ async fn produce(
             next = n;
             from.clear();
         }
-        if !file.live() {
+        if !file.live() || stopped(&stop) {
             return Ok(());
         }
-        // Wait for the recording to grow or end: announced by this node's catalog, or seen in
-        // the catalog (ingest on another node). A closed receiver (viewer gone) stops us.
+        // Wait for the recording to grow or end: announced by the catalog (this node's appends at
+        // once, other nodes' through PostgreSQL notifications), or seen by polling on SQLite. A
+        // closed receiver (viewer gone) or `stop` ends the stream, here between fragments.
+        let poll = catalog.polls_for_changes();
         loop {
             let now = tokio::select! {
                 _ = changes.changed() => changes.borrow_and_update().clone(),
-                _ = tokio::time::sleep(LIVE_POLL) => {
+                _ = tokio::time::sleep(LIVE_POLL), if poll => {
                     Some(catalog.recording_by_id(id).await?.ok_or(MediaError::Gone(id))?)
                 }
+                _ = stopping(&mut stop) => return Ok(()),
                 _ = tx.closed() => return Ok(()),
             };
             let old = file.recording();
@@ -106,6 +129,13 @@ async fn produce(
             }
         }
         loaded = media.load(catalog, &file).await?;
+    }
+}
+
+/// Resolves once `stop` is `true`; never if its sender is gone (nobody can stop the stream).
+async fn stopping(stop: &mut Stop) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

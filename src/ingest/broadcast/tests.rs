@@ -1,9 +1,9 @@
 //! The broadcast state machine on values: real fixture segments, no store, no catalog.
 
 use super::*;
-use bytes::Bytes;
 use crate::format::mp4::Layout;
 use crate::model::{CameraId, RecordingId, full_file_etag};
+use bytes::Bytes;
 
 fn camera() -> Camera {
     Camera { id: CameraId(3), user_id: UserId(7), name: "porch".into() }

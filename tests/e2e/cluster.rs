@@ -1,0 +1,505 @@
+//! Many stateless nodes: `deploy/cluster.sh` (three `jitmux serve` on one fresh PostgreSQL
+//! database and SeaweedFS, nginx in front, round robin) as people run it. Downloads resumed on
+//! another node, ffmpeg's PUTs spread over all nodes, a node killed mid-broadcast, a node drained
+//! under load.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::live::{decode_errors, encoder, mezzanine, wait_for};
+
+/// One cluster at a time: each is 3 nodes, a load balancer and an S3 server on 2 cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A running local cluster; stopped on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+    pub lb: String,
+    pub nodes: Vec<String>,
+    pub token: String,
+}
+
+fn script() -> PathBuf {
+    root().join("deploy/cluster.sh")
+}
+
+impl Cluster {
+    /// Starts the cluster on ports `base..`; `extra`: more `serve` flags for every node.
+    pub fn start(base: u16, extra: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(script())
+            .args(["start", dir.path().to_str().unwrap(), &base.to_string()])
+            .env("JITMUX_BIN", BIN)
+            .env("CLUSTER_EXTRA", extra)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        let mut c = Cluster { dir, env: Vec::new(), lb: String::new(), nodes: Vec::new(), token: String::new() };
+        assert!(out.status.success(), "cluster.sh start failed");
+        let text = std::fs::read_to_string(c.dir.path().join("env")).unwrap();
+        for line in text.lines() {
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let Some((k, v)) = line.split_once('=') else { continue };
+            let v = v.trim_matches(|ch| ch == '"' || ch == '\'').to_string();
+            match k {
+                "JITMUX_LB" => c.lb = v.clone(),
+                "JITMUX_NODES" => c.nodes = v.split_whitespace().map(str::to_string).collect(),
+                _ => {}
+            }
+            c.env.push((k.to_string(), v));
+        }
+        assert_eq!(c.nodes.len(), 3, "env: {text}");
+        c.token = c.cli(&["user", "add", "alice"]).lines().last().unwrap().trim().to_string();
+        c
+    }
+
+    /// Runs the CLI against the cluster's catalog and store; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN).args(args).envs(self.env.iter().cloned()).env("RUST_LOG", "warn").output().unwrap();
+        assert!(out.status.success(), "jitmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `cluster.sh node DIR n what` (`start`, `term`, `kill`).
+    pub fn node(&self, n: usize, what: &str) {
+        let st = Command::new(script())
+            .args(["node", self.dir.path().to_str().unwrap(), &n.to_string(), what])
+            .env("JITMUX_BIN", BIN)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cluster.sh node {n} {what}");
+    }
+
+    pub fn log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{n}.log"))).unwrap_or_default()
+    }
+
+    /// psql on the cluster's database; returns the output's first line.
+    pub fn sql(&self, q: &str) -> String {
+        let url = &self.env.iter().find(|(k, _)| k == "JITMUX_CATALOG_URL").unwrap().1;
+        let out = Command::new("psql").args([url.as_str(), "-qAtc", q]).output().unwrap();
+        assert!(out.status.success(), "psql {q}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).args(["stop", self.dir.path().to_str().unwrap()]).status();
+    }
+}
+
+/// `curl` with the cluster's token; returns (exit code, headers text).
+fn curl(token: &str, args: &[&str], out: &Path) -> (i32, String) {
+    let headers = out.with_extension("headers");
+    let st = Command::new("curl")
+        .args(["-sS", "-H", &format!("Authorization: Bearer {token}"), "-D"])
+        .arg(&headers)
+        .arg("-o")
+        .arg(out)
+        .args(args)
+        .status()
+        .unwrap();
+    (st.code().unwrap_or(-1), std::fs::read_to_string(&headers).unwrap_or_default())
+}
+
+/// The value of header `name` in the last response of a `curl -D` dump.
+fn header_of(dump: &str, name: &str) -> Option<String> {
+    let last = dump.rsplit("HTTP/").next()?;
+    last.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// A playlist naming fixture set `set`'s segments `times` times over, with a discontinuity
+/// between the passes: a long recording made of small real segments.
+fn repeated_playlist(dir: &Path, set: &str, times: usize) -> PathBuf {
+    let src = std::fs::read_to_string(fixture(set).join("index.m3u8")).unwrap();
+    let head: Vec<&str> = src.lines().take_while(|l| !l.starts_with("#EXTINF")).collect();
+    let body: Vec<&str> = src
+        .lines()
+        .skip_while(|l| !l.starts_with("#EXTINF"))
+        .filter(|l| !l.starts_with("#EXT-X-ENDLIST") && !l.trim().is_empty())
+        .collect();
+    let mut out = head.join("\n") + "\n";
+    for i in 0..times {
+        if i > 0 {
+            out += "#EXT-X-DISCONTINUITY\n";
+        }
+        for l in &body {
+            if l.starts_with('#') {
+                out += &format!("{l}\n");
+            } else {
+                out += &format!("{}\n", fixture(set).join(l).display());
+            }
+        }
+    }
+    out += "#EXT-X-ENDLIST\n";
+    let p = dir.join(format!("{set}-x{times}.m3u8"));
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+/// Top-level boxes of `data` as (type, size), and whether they tile it exactly.
+fn boxes(data: &[u8]) -> (Vec<(String, u64)>, bool) {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= data.len() {
+        let mut size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as u64;
+        let kind = String::from_utf8_lossy(&data[at + 4..at + 8]).into_owned();
+        if size == 1 && at + 16 <= data.len() {
+            size = u64::from_be_bytes(data[at + 8..at + 16].try_into().unwrap());
+        }
+        if size < 8 || at as u64 + size > data.len() as u64 {
+            return (out, false);
+        }
+        out.push((kind, size));
+        at += size as usize;
+    }
+    (out, at == data.len())
+}
+
+/// The sum of the samples of metric `name` whose labels contain every one of `labels`.
+pub fn metric_sum(node: &str, name: &str, labels: &[&str]) -> f64 {
+    let text = String::from_utf8(get(&format!("{node}/metrics"), "").body).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn ffprobe_duration(file: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0)
+}
+
+fn framemd5(file: &Path, stream: &str) -> Vec<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-map", stream, "-fps_mode", "passthrough", "-f", "framemd5", "-"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.rsplit(',').next().unwrap().trim().to_string())
+        .collect()
+}
+
+#[test]
+fn a_download_resumes_on_another_node_byte_identical() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start(18600, "");
+    let work = tempfile::tempdir().unwrap();
+    let pl = repeated_playlist(work.path(), "r02_intel_car_ts", 4);
+    let path = c
+        .cli(
+            &["import", "--user", "alice", "--camera", "car", "--start", "2026-03-01T10:00:00Z"]
+                .iter()
+                .copied()
+                .chain([pl.to_str().unwrap()])
+                .collect::<Vec<_>>(),
+        )
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    // Every node gives the same length and ETag.
+    let heads: Vec<Resp> = c
+        .nodes
+        .iter()
+        .map(|n| request("HEAD", &format!("{n}/v1/files{path}"), &[("Authorization", &format!("Bearer {}", c.token))]))
+        .collect();
+    for h in &heads {
+        assert_eq!(h.status, 200);
+        assert_eq!(h.header("etag"), heads[0].header("etag"), "ETag equal on every node");
+        assert_eq!(h.header("content-length"), heads[0].header("content-length"));
+    }
+    let whole = get(&format!("{}/v1/files{path}", c.nodes[0]), &c.token).body;
+    assert!(whole.len() > 8 << 20, "a file large enough to interrupt ({} bytes)", whole.len());
+
+    let out = work.path().join("download.mp4");
+    let url = format!("{}/v1/files{path}", c.lb);
+    // Interrupted after about a second, then resumed with `curl -C -` through the load balancer
+    // until complete; round robin puts each request on the next node.
+    let (code, dump) = curl(&c.token, &["--limit-rate", "1M", "--max-time", "1", &url], &out);
+    assert_eq!(code, 28, "the first request is cut by curl's --max-time");
+    let first_node = header_of(&dump, "x-jitmux-node").expect("X-Jitmux-Node");
+    let got = std::fs::metadata(&out).unwrap().len();
+    assert!(got > 0 && got < whole.len() as u64, "interrupted after {got} bytes");
+    let (code, dump) = curl(&c.token, &["-C", "-", &url], &out);
+    assert_eq!(code, 0);
+    assert!(dump.contains(" 206"), "resumed with a 206: {dump}");
+    let second_node = header_of(&dump, "x-jitmux-node").unwrap();
+    assert_ne!(first_node, second_node, "the resume landed on another node");
+    assert_eq!(header_of(&dump, "etag").as_deref(), heads[0].header("etag"));
+    assert!(std::fs::read(&out).unwrap() == whole, "resumed download byte-identical");
+    eprintln!("cluster: download cut on {first_node} after {got} bytes, resumed on {second_node}");
+
+    // Signed URLs, listings and thumbnails from any node.
+    let signed = c.cli(&["share", "--user", "alice", &path, "--base", &c.lb]).lines().last().unwrap().to_string();
+    for n in &c.nodes {
+        let u = signed.replace(&c.lb, n);
+        let r = request("HEAD", &u, &[]);
+        assert_eq!(r.status, 200, "signed URL on {n}");
+        let thumb = path.replace(".mp4", ".jpg");
+        assert_eq!(get(&format!("{n}/v1/thumbnails{thumb}"), &c.token).status, 200, "thumbnail on {n}");
+        let day = path.rsplit_once('/').unwrap().0;
+        let list = request(
+            "GET",
+            &format!("{n}/v1/files{day}/"),
+            &[("Authorization", &format!("Bearer {}", c.token)), ("Accept", "application/json")],
+        );
+        assert_eq!(list.status, 200);
+    }
+}
+
+/// The recording of camera `cam` as (tree path, live), from the catalog.
+fn recording_of(c: &Cluster, cam: &str) -> Option<(String, bool, i64)> {
+    let row = c.sql(&format!(
+        "SELECT r.day || '/' || r.name || '|' || r.live || '|' || r.id FROM recordings r \
+         JOIN cameras c ON c.id = r.camera_id WHERE c.name = '{cam}' ORDER BY r.id"
+    ));
+    let mut parts = row.lines().next()?.split('|');
+    let path = format!("/{cam}/{}.mp4", parts.next()?);
+    let live = parts.next()? == "1";
+    Some((path, live, parts.next()?.parse().ok()?))
+}
+
+/// A live viewer: reads `url` to its end (or cut) into a file; returns (bytes, node).
+fn viewer(url: String, token: String, out: PathBuf) -> std::thread::JoinHandle<(Vec<u8>, String)> {
+    std::thread::spawn(move || {
+        let agent = ureq::AgentBuilder::new().build();
+        let mut body = Vec::new();
+        let mut node = String::new();
+        if let Ok(resp) = agent.get(&url).set("Authorization", &format!("Bearer {token}")).call() {
+            node = resp.header("x-jitmux-node").unwrap_or_default().to_string();
+            let _ = resp.into_reader().read_to_end(&mut body);
+        }
+        std::fs::write(&out, &body).unwrap();
+        (body, node)
+    })
+}
+
+#[test]
+fn ffmpeg_through_the_load_balancer_is_archived_exactly_and_followed_on_every_node() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start(18640, "--ingest-idle-timeout 10");
+    let key = c.cli(&["camera", "add", "--user", "alice", "porch"]).lines().last().unwrap().trim().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let mezz = mezzanine(work.path(), 60);
+    let mut ffmpeg = encoder(&mezz, &c.lb, "porch", &key, "mpegts");
+    wait_for("the broadcast to start", 20, || recording_of(&c, "porch").is_some_and(|r| r.1));
+    // One live viewer on each node, from the start of the broadcast to its end.
+    let viewers: Vec<_> = c
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            viewer(
+                format!("{n}/v1/files/porch/live.mp4?mode=stream&start=0"),
+                c.token.clone(),
+                work.path().join(format!("viewer{i}.mp4")),
+            )
+        })
+        .collect();
+    assert!(ffmpeg.wait().unwrap().success());
+    let seen: Vec<_> = viewers.into_iter().map(|v| v.join().unwrap()).collect();
+    wait_for("the broadcast to end", 15, || recording_of(&c, "porch").is_some_and(|r| !r.1));
+    let (path, _, id) = recording_of(&c, "porch").unwrap();
+    assert_eq!(c.sql("SELECT count(*) FROM recordings"), "1", "one recording");
+    // Round robin spread ffmpeg's PUTs over every node.
+    for n in &c.nodes {
+        let puts = metric_sum(n, "jitmux_http_requests_total", &["/v1/ingest/", "PUT", "201"]);
+        assert!(puts >= 20.0, "{n} took {puts} ingest PUTs");
+    }
+    let segs: i64 = c.sql(&format!("SELECT count(*) FROM segments WHERE recording_id = {id}")).parse().unwrap();
+    let gaps = c.sql(&format!("SELECT count(*) FROM segments WHERE recording_id = {id} AND join_before = 1"));
+    assert_eq!(gaps, "0", "no gap");
+    assert!(segs >= 59, "{segs} segments");
+    let full = work.path().join("full.mp4");
+    std::fs::write(&full, get(&format!("{}/v1/files{path}", c.lb), &c.token).body).unwrap();
+    for s in ["0:v:0", "0:a:0"] {
+        assert_eq!(framemd5(&full, s), framemd5(&mezz, s), "archived {s} equals the source, frame for frame");
+    }
+    let last = framemd5(&full, "0:v:0").pop();
+    for (i, (body, node)) in seen.iter().enumerate() {
+        let f = work.path().join(format!("viewer{i}.mp4"));
+        assert_eq!(node, &format!("node{}", i + 1));
+        assert!(body.len() > 100_000, "viewer {i} got {} bytes", body.len());
+        assert_eq!(decode_errors(&f), "", "viewer on node{} decodes cleanly", i + 1);
+        let v = framemd5(&f, "0:v:0");
+        assert_eq!(v.len(), 1800, "viewer on node{} saw every frame", i + 1);
+        assert_eq!(v.last(), last.as_ref());
+    }
+}
+
+#[test]
+fn a_node_killed_mid_broadcast_loses_at_most_one_segment() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start(18680, "--ingest-idle-timeout 10");
+    let key = c.cli(&["camera", "add", "--user", "alice", "porch"]).lines().last().unwrap().trim().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let mezz = mezzanine(work.path(), 24);
+    let mut ffmpeg = encoder(&mezz, &c.lb, "porch", &key, "mpegts");
+    wait_for("the broadcast to start", 20, || recording_of(&c, "porch").is_some_and(|r| r.1));
+    // A viewer on node 2, which is about to die.
+    let doomed = viewer(
+        format!("{}/v1/files/porch/live.mp4?mode=stream", c.nodes[1]),
+        c.token.clone(),
+        work.path().join("doomed.mp4"),
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    c.node(2, "kill");
+    let t_kill = Instant::now();
+    let (cut, _) = doomed.join().unwrap();
+    assert!(!cut.is_empty());
+    // The viewer reconnects through the load balancer and follows on.
+    let resumed = viewer(
+        format!("{}/v1/files/porch/live.mp4?mode=stream", c.lb),
+        c.token.clone(),
+        work.path().join("resumed.mp4"),
+    );
+    assert!(ffmpeg.wait().unwrap().success(), "ffmpeg went on");
+    let (body, node) = resumed.join().unwrap();
+    assert_ne!(node, "node2");
+    assert!(body.len() > 50_000, "resumed viewer got {} bytes", body.len());
+    assert_eq!(decode_errors(&work.path().join("resumed.mp4")), "", "resumed viewer decodes cleanly");
+    wait_for("the broadcast to end", 15, || recording_of(&c, "porch").is_some_and(|r| !r.1));
+    assert_eq!(c.sql("SELECT count(*) FROM recordings"), "1", "the broadcast continued in the same recording");
+    let (path, _, id) = recording_of(&c, "porch").unwrap();
+    let segs: i64 = c.sql(&format!("SELECT count(*) FROM segments WHERE recording_id = {id}")).parse().unwrap();
+    let gaps: i64 =
+        c.sql(&format!("SELECT count(*) FROM segments WHERE recording_id = {id} AND join_before = 1")).parse().unwrap();
+    eprintln!(
+        "cluster: node2 killed {:.1} s before the end; {segs} segments, {gaps} gaps",
+        t_kill.elapsed().as_secs_f64()
+    );
+    assert!(gaps <= 1, "{gaps} gaps");
+    assert!(segs >= 23 - gaps, "{segs} segments of 24");
+    let full = work.path().join("full.mp4");
+    std::fs::write(&full, get(&format!("{}/v1/files{path}", c.lb), &c.token).body).unwrap();
+    assert_eq!(decode_errors(&full), "");
+    if gaps == 0 {
+        assert_eq!(framemd5(&full, "0:v:0"), framemd5(&mezz, "0:v:0"), "nothing lost");
+    }
+}
+
+#[test]
+fn a_drained_node_finishes_downloads_ends_streams_on_fragments_and_loses_no_segment() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::start(
+        18720,
+        "--ingest-idle-timeout 10 --drain-grace 1 --drain-timeout 30 --user-max-downloads 64 --user-max-streams 64",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let pl = repeated_playlist(work.path(), "r02_intel_car_ts", 8);
+    let args =
+        ["import", "--user", "alice", "--camera", "car", "--start", "2026-03-01T10:00:00Z", pl.to_str().unwrap()];
+    let path = c.cli(&args).lines().last().unwrap().to_string();
+    let whole = get(&format!("{}/v1/files{path}", c.nodes[1]), &c.token).body;
+    let key = c.cli(&["camera", "add", "--user", "alice", "porch"]).lines().last().unwrap().trim().to_string();
+    let mezz = mezzanine(work.path(), 20);
+    let mut ffmpeg = encoder(&mezz, &c.lb, "porch", &key, "mpegts");
+    wait_for("the broadcast to start", 20, || recording_of(&c, "porch").is_some_and(|r| r.1));
+
+    // 20 slow full-file downloads and 20 slow quasi-stream viewers, all on node 1.
+    let node1 = c.nodes[0].clone();
+    let file_url = format!("{node1}/v1/files{path}");
+    let downloads: Vec<_> = (0..20)
+        .map(|i| {
+            let (token, url, out) = (c.token.clone(), file_url.clone(), work.path().join(format!("dl{i}.mp4")));
+            std::thread::spawn(move || {
+                let (code, dump) = curl(&token, &["--limit-rate", "4M", &url], &out);
+                (code, dump, out)
+            })
+        })
+        .collect();
+    let streams: Vec<_> = (0..20)
+        .map(|i| {
+            let (token, url, out) =
+                (c.token.clone(), format!("{file_url}?mode=stream"), work.path().join(format!("st{i}.mp4")));
+            std::thread::spawn(move || {
+                let (code, dump) = curl(&token, &["--limit-rate", "2M", &url], &out);
+                (code, dump, out)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    c.node(1, "term");
+    // /readyz turns 503 while the listener still accepts, then the listener closes.
+    let (mut unready_at, mut refused_at) = (None, None);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && refused_at.is_none() {
+        let addr = node1.strip_prefix("http://").unwrap();
+        match std::net::TcpStream::connect(addr) {
+            Err(_) => refused_at = Some(t0.elapsed()),
+            Ok(_) => {
+                let r = ureq::get(&format!("{node1}/readyz")).call();
+                if matches!(r, Err(ureq::Error::Status(503, _))) && unready_at.is_none() {
+                    unready_at = Some(t0.elapsed());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (unready_at, refused_at) = (unready_at.expect("/readyz turned 503"), refused_at.expect("listener closed"));
+    assert!(unready_at < refused_at, "unready at {unready_at:?}, listener closed at {refused_at:?}");
+    eprintln!("cluster: drain: /readyz 503 after {unready_at:?}, listener closed after {refused_at:?}");
+
+    for d in downloads {
+        let (code, dump, out) = d.join().unwrap();
+        assert_eq!(code, 0, "download completed: {dump}");
+        assert_eq!(header_of(&dump, "x-jitmux-node").as_deref(), Some("node1"));
+        assert!(std::fs::read(&out).unwrap() == whole, "download byte-identical");
+    }
+    let mut ended_early = 0;
+    for s in streams {
+        let (code, _dump, out) = s.join().unwrap();
+        assert_eq!(code, 0, "the stream ended cleanly (no cut transfer)");
+        let data = std::fs::read(&out).unwrap();
+        let (bx, whole_boxes) = boxes(&data);
+        assert!(whole_boxes, "the stream ends on a box boundary");
+        assert_eq!(bx.last().map(|b| b.0.as_str()), Some("mdat"), "the stream ends after a whole fragment");
+        assert_eq!(decode_errors(&out), "", "the stream decodes cleanly to its end");
+        let got = ffprobe_duration(&out);
+        let total = ffprobe_duration(&work.path().join("dl0.mp4"));
+        if got + 1.0 < total {
+            ended_early += 1;
+            // It resumes through the load balancer on another node.
+            let resumed = work.path().join("resumed.mp4");
+            let url = format!("{}/v1/files{path}?mode=stream&start={got:.3}", c.lb);
+            let (code, dump) = curl(&c.token, &[&url], &resumed);
+            assert_eq!(code, 0);
+            assert_ne!(header_of(&dump, "x-jitmux-node").as_deref(), Some("node1"));
+            assert_eq!(decode_errors(&resumed), "");
+            let rest = ffprobe_duration(&resumed);
+            assert!(got + rest + 2.5 >= total, "resumed from {got:.1} s: {rest:.1} s more of {total:.1}");
+        }
+    }
+    assert!(ended_early >= 15, "{ended_early} of 20 streams were ended by the drain");
+    // The broadcast loses nothing.
+    assert!(ffmpeg.wait().unwrap().success());
+    wait_for("the broadcast to end", 15, || recording_of(&c, "porch").is_some_and(|r| !r.1));
+    let (live_path, _, id) = recording_of(&c, "porch").unwrap();
+    assert_eq!(c.sql(&format!("SELECT count(*) FROM segments WHERE recording_id = {id} AND join_before = 1")), "0");
+    let full = work.path().join("live.mp4");
+    std::fs::write(&full, get(&format!("{}/v1/files{live_path}", c.lb), &c.token).body).unwrap();
+    for s in ["0:v:0", "0:a:0"] {
+        assert_eq!(framemd5(&full, s), framemd5(&mezz, s), "the broadcast lost nothing ({s})");
+    }
+    let log = c.log(1);
+    assert!(log.contains("draining"), "node1 log: {log}");
+}
