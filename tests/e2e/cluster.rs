@@ -137,7 +137,10 @@ fn repeated_playlist(dir: &Path, set: &str, times: usize) -> PathBuf {
             if l.starts_with('#') {
                 out += &format!("{l}\n");
             } else {
-                out += &format!("{}\n", fixture(set).join(l).display());
+                if !dir.join(l).exists() {
+                    std::fs::copy(fixture(set).join(l), dir.join(l)).unwrap();
+                }
+                out += &format!("{l}\n");
             }
         }
     }
