@@ -77,7 +77,7 @@ fn report(what: &str, times: &[Duration]) {
 
 fn state_machine(segs: &[Bytes]) -> Vec<Duration> {
     let cam = Camera { id: CameraId(1), user_id: UserId(1), name: "bench".into() };
-    let mut bc = Broadcast::new(cam, Instant::now());
+    let mut bc = Broadcast::new(cam);
     let mut times = Vec::with_capacity(SEGMENTS);
     for i in 0..SEGMENTS {
         let name = format!("seg_{i:05}.ts");

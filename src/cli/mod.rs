@@ -311,7 +311,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             let idle = secs(ingest_idle_timeout, "--ingest-idle-timeout")?;
             let evict = secs(user_idle_evict, "--user-idle-evict")?;
-            serve(catalog, store, listen, idle, ingest_max_upload, limits, evict, node).await
+            let mut state = AppState::new(catalog, store, idle, limits, evict);
+            if let Some(ingest) = Arc::get_mut(&mut state.ingest) {
+                ingest.max_upload_bytes = ingest_max_upload;
+            }
+            serve(state, listen, node).await
         }
         Cmd::Import { user, camera, start, name, playlist } => {
             import(&catalog, store, &user, &camera, start, name, playlist).await
@@ -340,26 +344,13 @@ async fn user_of(catalog: &Catalog, name: &str) -> Result<crate::catalog::User, 
 }
 
 /// `jitmux serve`.
-async fn serve(
-    catalog: Catalog,
-    store: Arc<dyn ObjectStore>,
-    listen: SocketAddr,
-    idle: Duration,
-    max_upload: usize,
-    limits: Limits,
-    evict: Duration,
-    node: NodeArgs,
-) -> Result<(), Failure> {
+async fn serve(mut state: AppState, listen: SocketAddr, node: NodeArgs) -> Result<(), Failure> {
     // A store that cannot be reached for good (no such bucket, refused credentials) is a
     // configuration error; one that is only unavailable now may come back.
-    match store.check().await {
+    match state.store.check().await {
         Ok(()) => {}
         Err(e) if e.is_transient() => tracing::warn!("object store not reachable yet: {e}"),
         Err(e) => return Err(Failure(EXIT_UNAVAILABLE, format!("object store: {e}"))),
-    }
-    let mut state = AppState::new(catalog, store, idle, limits, evict);
-    if let Some(ingest) = Arc::get_mut(&mut state.ingest) {
-        ingest.max_upload_bytes = max_upload;
     }
     state.drain = crate::http::drain::Drain::new(node.node_name.as_deref());
     let grace = secs(node.drain_grace, "--drain-grace")?;

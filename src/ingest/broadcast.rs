@@ -18,7 +18,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -256,13 +255,12 @@ pub struct Broadcast {
     /// whether the timeline joins before it.
     cursor: (u64, bool),
     in_flight: Option<InFlight>,
-    last_upload: Instant,
     ended: bool,
 }
 
 impl Broadcast {
     /// A new broadcast of `camera`, nothing uploaded yet.
-    pub fn new(camera: Camera, now: Instant) -> Self {
+    pub fn new(camera: Camera) -> Self {
         Broadcast {
             camera,
             rec: None,
@@ -282,7 +280,6 @@ impl Broadcast {
             playlist_first: 0,
             cursor: (0, false),
             in_flight: None,
-            last_upload: now,
             ended: false,
         }
     }
@@ -423,16 +420,6 @@ impl Broadcast {
             playlist_first: self.playlist_first,
             cursor: self.cursor,
         }
-    }
-
-    /// Notes an upload at `now` (for the idle timeout).
-    pub fn touch(&mut self, now: Instant) {
-        self.last_upload = now;
-    }
-
-    /// Time since the last upload.
-    pub fn idle_for(&self, now: Instant) -> std::time::Duration {
-        now.saturating_duration_since(self.last_upload)
     }
 
     /// The live recording, once the first segment is appended.

@@ -33,7 +33,7 @@ pub mod broadcast;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -210,7 +210,7 @@ impl Ingest {
     /// Indexes and stores one segment against the broadcast's last committed state (its init
     /// segment, or the parameter sets carried so far).
     async fn prepare_segment(&self, cam: &Camera, file: &str, fmp4: bool, data: Bytes) -> Result<Op, IngestError> {
-        let mut bc = Broadcast::new(cam.clone(), Instant::now());
+        let mut bc = Broadcast::new(cam.clone());
         if let Some(state) = self.catalog.broadcast_state(cam.id).await? {
             let saved = Saved::decode(&state)?;
             self.load_inits(&saved).await?;
@@ -257,7 +257,7 @@ impl Ingest {
         let mut locked = self.catalog.lock_broadcast(cam.id).await?;
         // Taken out: on any error below the copy is dropped, and the next upload starts from
         // the catalog.
-        let mut bc = copy.take().unwrap_or_else(|| Broadcast::new(cam.clone(), Instant::now()));
+        let mut bc = copy.take().unwrap_or_else(|| Broadcast::new(cam.clone()));
         bc.camera = cam.clone();
         self.sync(&mut bc, locked.state.as_deref()).await?;
         let refusal = match op {
@@ -446,7 +446,7 @@ impl Ingest {
         if locked.state.is_none() || !locked.idle_since(cutoff) {
             return Ok(());
         }
-        let mut bc = copy.take().unwrap_or_else(|| Broadcast::new(camera.clone(), Instant::now()));
+        let mut bc = copy.take().unwrap_or_else(|| Broadcast::new(camera.clone()));
         self.sync(&mut bc, locked.state.as_deref()).await?;
         self.end(&mut bc, &mut locked, "idle").await?;
         locked.clear().await?;

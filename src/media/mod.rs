@@ -79,6 +79,9 @@ pub struct UserMedia {
     workers: Semaphore,
     /// When the store handle's archive grants were last read from the catalog.
     grants_read: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Held while the grants are re-read: concurrent requests (every live viewer waking for a
+    /// segment) wait for one read instead of each making its own.
+    grants_refresh: tokio::sync::Mutex<()>,
 }
 
 /// How long the archive grants a user's store handle holds may lag the catalog: a revoked
@@ -94,6 +97,7 @@ impl UserMedia {
             cache: cache::Cache::new(),
             workers: Semaphore::new(max_workers.max(1)),
             grants_read: std::sync::Mutex::new(None),
+            grants_refresh: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -101,7 +105,12 @@ impl UserMedia {
     /// copy is older than [`GRANTS_TTL`]. Grants that do not parse are ignored (and logged).
     pub async fn refresh_grants(&self, catalog: &Catalog) -> Result<(), MediaError> {
         let lock = || self.grants_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if lock().is_some_and(|t| t.elapsed() < GRANTS_TTL) {
+        let fresh = || lock().is_some_and(|t| t.elapsed() < GRANTS_TTL);
+        if fresh() {
+            return Ok(());
+        }
+        let _one = self.grants_refresh.lock().await;
+        if fresh() {
             return Ok(());
         }
         let urls = catalog.grants(self.user).await?;

@@ -251,6 +251,24 @@ fn a_download_resumes_on_another_node_byte_identical() {
     assert!(std::fs::read(&out).unwrap() == whole, "resumed download byte-identical");
     eprintln!("cluster: download cut on {first_node} after {got} bytes, resumed on {second_node}");
 
+    // A web session opened on node 1 is good on every node.
+    let r = request_with_body(
+        "POST",
+        &format!("{}/signin", c.nodes[0]),
+        &[("Content-Type", "application/x-www-form-urlencoded"), ("Sec-Fetch-Site", "same-origin")],
+        Some(format!("token={}", c.token).as_bytes()),
+    );
+    assert_eq!(r.status, 303);
+    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    for n in &c.nodes {
+        let page = request("GET", &format!("{n}/ui/"), &[("Cookie", &cookie)]);
+        assert_eq!(page.status, 200, "the web session on {n}");
+        let day = path.rsplit_once('/').unwrap().0;
+        let list =
+            request("GET", &format!("{n}/v1/files{day}/"), &[("Cookie", &cookie), ("Accept", "application/json")]);
+        assert_eq!(list.status, 200, "the API with the web session on {n}");
+    }
+
     // Signed URLs, listings and thumbnails from any node.
     let signed = c.cli(&["share", "--user", "alice", &path, "--base", &c.lb]).lines().last().unwrap().to_string();
     for n in &c.nodes {

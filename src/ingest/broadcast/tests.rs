@@ -63,7 +63,7 @@ fn a_refused_append_is_taken_back_whole() {
     let set = "s13_h264_only_ts_2s";
     let data: Vec<Bytes> = (0..3).map(|i| seg(set, i)).collect();
     let names = ["seg_00000.ts", "seg_00001.ts", "seg_00002.ts"];
-    let mut bc = Broadcast::new(camera(), Instant::now());
+    let mut bc = Broadcast::new(camera());
     for (n, d) in names.iter().zip(&data) {
         upload(&mut bc, n, d).unwrap();
     }
@@ -110,7 +110,7 @@ fn a_refused_append_is_taken_back_whole() {
 #[test]
 fn missing_and_refused_segments_become_gaps() {
     let set = "s13_h264_only_ts_2s";
-    let mut bc = Broadcast::new(camera(), Instant::now());
+    let mut bc = Broadcast::new(camera());
     let names: Vec<String> = (0..5).map(|i| format!("seg_{i:05}.ts")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     upload(&mut bc, &names[0], &seg(set, 0)).unwrap();
@@ -138,7 +138,7 @@ fn missing_and_refused_segments_become_gaps() {
 /// A track's codec is fixed by the first segment; parameter sets sent once are carried.
 #[test]
 fn codec_changes_are_refused_and_parameter_sets_carried() {
-    let mut bc = Broadcast::new(camera(), Instant::now());
+    let mut bc = Broadcast::new(camera());
     upload(&mut bc, "a.ts", &seg("c03_h264_params_once_ts", 0)).unwrap();
     bc.set_playlist(playlist(&["a.ts"], false));
     let Step::Start(new) = bc.next_step(0) else { panic!() };
@@ -153,7 +153,7 @@ fn codec_changes_are_refused_and_parameter_sets_carried() {
     let Step::Grow(_, s) = bc.next_step(0) else { panic!() };
     assert_eq!(s.source_name, "c.ts");
     // Alone, that segment cannot be indexed.
-    let mut fresh = Broadcast::new(camera(), Instant::now());
+    let mut fresh = Broadcast::new(camera());
     assert!(matches!(
         upload(&mut fresh, "c.ts", &seg("c03_h264_params_once_ts", 1)),
         Err(IngestError::Unparsable { .. })
