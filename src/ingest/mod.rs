@@ -33,7 +33,7 @@ pub mod broadcast;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -88,9 +88,9 @@ pub enum IngestError {
 pub struct Ingest {
     catalog: Catalog,
     store: Arc<dyn ObjectStore>,
-    copies: Mutex<HashMap<CameraId, Arc<tokio::sync::Mutex<Option<Broadcast>>>>>,
-    /// Parsed fMP4 init segments by object key.
-    inits: Mutex<HashMap<String, Arc<InitSegment>>>,
+    copies: Mutex<HashMap<CameraId, LocalCopy>>,
+    /// Parsed fMP4 init segments by object key, the most recently used.
+    inits: Mutex<lru::LruCache<String, Arc<InitSegment>>>,
     /// Uploads being processed (see [`Ingest::wait_idle`]).
     in_flight: AtomicUsize,
     idle_tx: tokio::sync::watch::Sender<()>,
@@ -98,6 +98,16 @@ pub struct Ingest {
     pub idle_timeout: Duration,
     /// Largest accepted upload, bytes.
     pub max_upload_bytes: usize,
+}
+
+/// Parsed init segments a node keeps (one per fMP4 broadcast in progress, a few KB each).
+const INITS_CACHED: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4096).unwrap();
+
+/// This node's copy of one camera's broadcast (a cache: dropped when unused for the idle timeout,
+/// rebuilt from the catalog when needed again), and when it was last used.
+struct LocalCopy {
+    bc: Arc<tokio::sync::Mutex<Option<Broadcast>>>,
+    used: Instant,
 }
 
 /// Runs CPU work (parsing, hashing, layout) on the blocking pool.
@@ -144,7 +154,7 @@ impl Ingest {
             catalog,
             store,
             copies: Mutex::new(HashMap::new()),
-            inits: Mutex::new(HashMap::new()),
+            inits: Mutex::new(lru::LruCache::new(INITS_CACHED)),
             in_flight: AtomicUsize::new(0),
             idle_tx: tokio::sync::watch::channel(()).0,
             idle_timeout,
@@ -203,7 +213,7 @@ impl Ingest {
         let init = Arc::new(parsed.map_err(|source| IngestError::Unparsable { file: file.to_string(), source })?);
         let key = keys::segment(cam.user_id, &sha256_hex(&data), "mp4");
         self.store.put(&key, data).await?;
-        self.inits.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone(), init.clone());
+        self.inits.lock().unwrap_or_else(PoisonError::into_inner).put(key.clone(), init.clone());
         Ok(Op::Init { file: file.to_string(), key, init })
     }
 
@@ -228,6 +238,21 @@ impl Ingest {
         Ok(Op::Segment { file: file.to_string(), indexed })
     }
 
+    /// This node's copy of camera `cam`'s broadcast, marked used now.
+    fn copy(&self, cam: CameraId) -> Arc<tokio::sync::Mutex<Option<Broadcast>>> {
+        let mut copies = self.copies.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = copies.entry(cam).or_insert_with(|| LocalCopy { bc: Default::default(), used: Instant::now() });
+        c.used = Instant::now();
+        c.bc.clone()
+    }
+
+    /// Drops the copies unused for `idle` (another node took the broadcast's uploads, or it
+    /// ended), so that a node's memory follows the broadcasts it serves.
+    fn prune_copies(&self, idle: Duration) {
+        let mut copies = self.copies.lock().unwrap_or_else(PoisonError::into_inner);
+        copies.retain(|_, c| c.used.elapsed() < idle || Arc::strong_count(&c.bc) > 1);
+    }
+
     fn init(&self, key: &str) -> Option<Arc<InitSegment>> {
         self.inits.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
     }
@@ -243,7 +268,7 @@ impl Ingest {
             let file = key.to_string();
             let init = cpu(move || fmp4::parse_init(&b)).await?;
             let init = Arc::new(init.map_err(|source| IngestError::Unparsable { file, source })?);
-            self.inits.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_string(), init);
+            self.inits.lock().unwrap_or_else(PoisonError::into_inner).put(key.to_string(), init);
         }
         Ok(())
     }
@@ -252,7 +277,7 @@ impl Ingest {
     /// ready and stores the new state, in one transaction. Returns the upload's own refusal
     /// (a codec change) after recording it as a gap.
     async fn apply(&self, cam: &Camera, op: Op) -> Result<(), IngestError> {
-        let copy = self.copies.lock().unwrap_or_else(PoisonError::into_inner).entry(cam.id).or_default().clone();
+        let copy = self.copy(cam.id);
         let mut copy = copy.lock().await;
         let mut locked = self.catalog.lock_broadcast(cam.id).await?;
         // Taken out: on any error below the copy is dropped, and the next upload starts from
@@ -434,13 +459,14 @@ impl Ingest {
                 }
                 Err(e) => tracing::warn!("idle sweep: {e}"),
             }
+            self.prune_copies(timeout);
             tokio::time::sleep(tick).await;
         }
     }
 
     async fn end_idle(&self, cam: CameraId, cutoff: i64) -> Result<(), IngestError> {
         let Some(camera) = self.catalog.camera_by_id(cam).await? else { return Ok(()) };
-        let copy = self.copies.lock().unwrap_or_else(PoisonError::into_inner).entry(cam).or_default().clone();
+        let copy = self.copy(cam);
         let mut copy = copy.lock().await;
         let mut locked = self.catalog.lock_broadcast(cam).await?;
         if locked.state.is_none() || !locked.idle_since(cutoff) {
