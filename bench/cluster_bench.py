@@ -78,16 +78,11 @@ def log(msg):
 # ---- segments ---------------------------------------------------------------------------------
 
 def make_segments(d, secs, freq):
-    """1 s segments from a real encoder (x264 1 s GOP, AAC), 640x360; `freq` makes each set's bytes
-    distinct (segments are content-addressed, so equal bytes would be shared). Returns
-    [(name, duration_s)] in order."""
-    os.makedirs(d)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-                    "-f", "lavfi", "-i", f"sine=frequency={freq}:beep_factor=4:sample_rate=48000", "-t", str(secs),
-                    "-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-bf", "2", "-pix_fmt", "yuv420p",
-                    "-c:a", "aac", "-b:a", "64k", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0",
-                    "-hls_segment_filename", os.path.join(d, "seg_%05d.ts"), os.path.join(d, "index.m3u8")],
-                   check=True)
+    """live_bench.py's 1 s segments (x264 1 s GOP, AAC, 640x360; `freq` makes each set's bytes
+    distinct). Returns [(name, duration_s)] in order."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import live_bench
+    live_bench.make_segments(d, secs, freq)
     segs, dur = [], 1.0
     for line in open(os.path.join(d, "index.m3u8")):
         line = line.strip()

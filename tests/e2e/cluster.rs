@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::live::{decode_errors, encoder, mezzanine, wait_for};
+use crate::live::{decode_errors, encoder, hashes, mezzanine, wait_for};
 
 /// One cluster at a time: each is 3 nodes, a load balancer and an S3 server on 2 cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -187,20 +187,6 @@ fn ffprobe_duration(file: &Path) -> f64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0)
 }
 
-fn framemd5(file: &Path, stream: &str) -> Vec<String> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-map", stream, "-fps_mode", "passthrough", "-f", "framemd5", "-"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.rsplit(',').next().unwrap().trim().to_string())
-        .collect()
-}
-
 #[test]
 fn a_download_resumes_on_another_node_byte_identical() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -353,15 +339,15 @@ fn ffmpeg_through_the_load_balancer_is_archived_exactly_and_followed_on_every_no
     let full = work.path().join("full.mp4");
     std::fs::write(&full, get(&format!("{}/v1/files{path}", c.lb), &c.token).body).unwrap();
     for s in ["0:v:0", "0:a:0"] {
-        assert_eq!(framemd5(&full, s), framemd5(&mezz, s), "archived {s} equals the source, frame for frame");
+        assert_eq!(hashes(&full, s, false), hashes(&mezz, s, false), "archived {s} equals the source, frame for frame");
     }
-    let last = framemd5(&full, "0:v:0").pop();
+    let last = hashes(&full, "0:v:0", false).pop();
     for (i, (body, node)) in seen.iter().enumerate() {
         let f = work.path().join(format!("viewer{i}.mp4"));
         assert_eq!(node, &format!("node{}", i + 1));
         assert!(body.len() > 100_000, "viewer {i} got {} bytes", body.len());
         assert_eq!(decode_errors(&f), "", "viewer on node{} decodes cleanly", i + 1);
-        let v = framemd5(&f, "0:v:0");
+        let v = hashes(&f, "0:v:0", false);
         assert_eq!(v.len(), 1800, "viewer on node{} saw every frame", i + 1);
         assert_eq!(v.last(), last.as_ref());
     }
@@ -414,7 +400,7 @@ fn a_node_killed_mid_broadcast_loses_at_most_one_segment() {
     std::fs::write(&full, get(&format!("{}/v1/files{path}", c.lb), &c.token).body).unwrap();
     assert_eq!(decode_errors(&full), "");
     if gaps == 0 {
-        assert_eq!(framemd5(&full, "0:v:0"), framemd5(&mezz, "0:v:0"), "nothing lost");
+        assert_eq!(hashes(&full, "0:v:0", false), hashes(&mezz, "0:v:0", false), "nothing lost");
     }
 }
 
@@ -527,7 +513,7 @@ fn a_drained_node_finishes_downloads_ends_streams_on_fragments_and_loses_no_segm
     let full = work.path().join("live.mp4");
     std::fs::write(&full, get(&format!("{}/v1/files{live_path}", c.lb), &c.token).body).unwrap();
     for s in ["0:v:0", "0:a:0"] {
-        assert_eq!(framemd5(&full, s), framemd5(&mezz, s), "the broadcast lost nothing ({s})");
+        assert_eq!(hashes(&full, s, false), hashes(&mezz, s, false), "the broadcast lost nothing ({s})");
     }
     let log = c.log(1);
     assert!(log.contains("draining"), "node1 log: {log}");

@@ -65,7 +65,8 @@ pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn hashes(file: &Path, stream: &str, ignore_editlist: bool) -> Vec<String> {
+/// framemd5 hashes of `stream`'s frames, decoded as players do (or with the edit list ignored).
+pub fn hashes(file: &Path, stream: &str, ignore_editlist: bool) -> Vec<String> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-v", "error"]);
     if ignore_editlist {
