@@ -513,8 +513,10 @@ impl Broadcast {
         Ok(pending)
     }
 
-    /// A segment stored and waiting for a playlist to name it.
+    /// A segment stored and waiting for a playlist to name it. An earlier refusal of the same
+    /// upload is forgotten (a load balancer sent it again to another node, which took it).
     pub fn add_pending(&mut self, file: String, pending: Pending) {
+        self.rejected.retain(|n| *n != file);
         self.pending.insert(file, pending);
     }
 

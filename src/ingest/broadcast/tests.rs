@@ -159,3 +159,60 @@ fn codec_changes_are_refused_and_parameter_sets_carried() {
         Err(IngestError::Unparsable { .. })
     ));
 }
+
+/// A broadcast saved to the catalog goes on on another node exactly as on the node that saved
+/// it: the other node restores the stored part, catches up with the appended segments, and
+/// makes the very same next append; a node whose copy is current needs no catch-up.
+#[test]
+fn a_saved_broadcast_goes_on_on_another_node() {
+    let set = "s13_h264_only_ts_2s";
+    let names: Vec<String> = (0..4).map(|i| format!("seg_{i:05}.ts")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut a = Broadcast::new(camera());
+    let mut appended: Vec<(Segment, SegmentIndex)> = Vec::new();
+    let mut rec = None;
+    for i in 0..2 {
+        upload(&mut a, &names[i], &seg(set, i as u32)).unwrap();
+        a.set_playlist(playlist(&refs[..=i], false));
+        let (r, s) = match a.next_step(1_000_000 + i as i64) {
+            Step::Start(new) => (inserted(&new), new.segments[0].clone()),
+            Step::Grow(r, s) => (r, s),
+            other => panic!("{other:?}"),
+        };
+        appended.push((s.clone(), SegmentIndex::decode(&s.sample_index).unwrap()));
+        a.appended(r.clone());
+        rec = Some(r);
+    }
+    // Segment 2 uploaded to node A, not yet named by a playlist; an upload refused once and
+    // then taken (a retry) is no gap.
+    upload(&mut a, &names[2], &seg(set, 2)).unwrap();
+    a.reject(names[3].clone());
+    upload(&mut a, &names[3], &seg(set, 3)).unwrap();
+    let saved = Saved::decode(&a.save().encode()).unwrap();
+    assert_eq!((saved.recording, saved.segments), (Some(11), 2));
+
+    // Node B never saw the broadcast: it restores and catches up with both appended segments.
+    let mut b = Broadcast::new(camera());
+    let behind = b.restore(saved, |_| None).unwrap();
+    assert_eq!(behind, Some((RecordingId(11), 0)));
+    b.catch_up(rec.clone().unwrap(), appended.clone()).unwrap();
+    // Node A's copy is current: nothing to catch up.
+    let again = Saved::decode(&a.save().encode()).unwrap();
+    assert_eq!(a.restore(again, |_| None).unwrap(), None);
+
+    for bc in [&mut a, &mut b] {
+        bc.set_playlist(playlist(&refs, true));
+    }
+    let (Step::Grow(ra, sa), Step::Grow(rb, sb)) = (a.next_step(1_010_000), b.next_step(1_010_000)) else {
+        panic!("both append segment 2");
+    };
+    assert_eq!((&ra, &sa), (&rb, &sb), "the same append on either node");
+    assert_eq!((sa.seq, sa.source_name.as_str(), sa.join_before), (2, "seg_00002.ts", false));
+    a.appended(ra);
+    b.appended(rb);
+    let (Step::Grow(ra, sa), Step::Grow(rb, sb)) = (a.next_step(1_012_000), b.next_step(1_012_000)) else {
+        panic!("both append segment 3: its refusal was taken back");
+    };
+    assert_eq!((&ra, &sa), (&rb, &sb));
+    assert_eq!((sa.seq, sa.join_before), (3, false));
+}
