@@ -12,19 +12,23 @@
 
 use std::time::Duration;
 
-use super::{Catalog, NewRecording, Recording, Result, Segment, append_in, insert_recording_in, lock_camera};
+use super::{Catalog, NewRecording, Recording, Result, Segment, append_in, end_in, insert_recording_in, lock_camera};
 use crate::model::{CameraId, RecordingId};
 
 /// The PostgreSQL notification channel of live appends and ends.
 pub const NOTIFY_CHANNEL: &str = "jitmux_live";
 
 /// Sends the notification of an append (`segments`: the recording's segment count after it) or
-/// of an end (`None`) in transaction `tx`; PostgreSQL delivers it at commit.
+/// of an end (`None`) in transaction `tx`; PostgreSQL delivers it at commit. Nothing on SQLite.
 pub(super) async fn notify_in(
+    catalog: &Catalog,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     rec: RecordingId,
     segments: Option<i64>,
 ) -> Result<()> {
+    if catalog.pg_url.is_none() {
+        return Ok(());
+    }
     let payload = match segments {
         Some(n) => format!("{} {n}", rec.0),
         None => format!("{} end", rec.0),
@@ -33,19 +37,13 @@ pub(super) async fn notify_in(
     Ok(())
 }
 
-/// What a notification says.
-#[derive(Debug, PartialEq)]
-enum Note {
-    Appended(RecordingId, i64),
-    Ended(RecordingId),
-}
-
-fn parse_note(payload: &str) -> Option<Note> {
+/// What a notification says: the recording, and its segment count (`None`: it ended).
+fn parse_note(payload: &str) -> Option<(RecordingId, Option<i64>)> {
     let (id, what) = payload.split_once(' ')?;
     let id = RecordingId(id.parse().ok()?);
     match what {
-        "end" => Some(Note::Ended(id)),
-        n => Some(Note::Appended(id, n.parse().ok()?)),
+        "end" => Some((id, None)),
+        n => Some((id, Some(n.parse().ok()?))),
     }
 }
 
@@ -130,13 +128,8 @@ impl Catalog {
             loop {
                 match listener.try_recv().await {
                     Ok(Some(n)) => match parse_note(n.payload()) {
-                        Some(Note::Appended(id, segments)) => {
-                            if self.changes.wants(id, Some(segments)) {
-                                self.reread(id).await;
-                            }
-                        }
-                        Some(Note::Ended(id)) => {
-                            if self.changes.wants(id, None) {
+                        Some((id, segments)) => {
+                            if self.changes.wants(id, segments) {
                                 self.reread(id).await;
                             }
                         }
@@ -198,8 +191,7 @@ impl LockedBroadcast {
 
     /// Marks `rec` as no longer live.
     pub async fn end_live(&mut self, rec: &mut Recording) -> Result<()> {
-        sqlx::query("UPDATE recordings SET live = 0 WHERE id = $1").bind(rec.id).execute(&mut *self.tx).await?;
-        rec.live = false;
+        end_in(&mut self.tx, rec).await?;
         self.announce_later(rec, None).await
     }
 
@@ -238,9 +230,7 @@ impl LockedBroadcast {
     }
 
     async fn announce_later(&mut self, rec: &Recording, segments: Option<i64>) -> Result<()> {
-        if self.catalog.pg_url.is_some() {
-            notify_in(&mut self.tx, rec.id, segments).await?;
-        }
+        notify_in(&self.catalog, &mut self.tx, rec.id, segments).await?;
         self.announce.retain(|(r, _)| r.id != rec.id);
         self.announce.push((rec.clone(), segments));
         Ok(())
@@ -253,8 +243,8 @@ mod tests {
 
     #[test]
     fn notes_parse() {
-        assert_eq!(parse_note("12 7"), Some(Note::Appended(RecordingId(12), 7)));
-        assert_eq!(parse_note("12 end"), Some(Note::Ended(RecordingId(12))));
+        assert_eq!(parse_note("12 7"), Some((RecordingId(12), Some(7))));
+        assert_eq!(parse_note("12 end"), Some((RecordingId(12), None)));
         assert_eq!(parse_note("x 7"), None);
         assert_eq!(parse_note("12"), None);
     }

@@ -710,8 +710,8 @@ impl Catalog {
     pub async fn append_segments(&self, rec: &Recording, segments: &[Segment]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         append_in(&mut tx, rec, segments).await?;
-        if let (true, Some(last)) = (self.pg_url.is_some(), segments.last()) {
-            live::notify_in(&mut tx, rec.id, Some(last.seq + 1)).await?;
+        if let Some(last) = segments.last() {
+            live::notify_in(self, &mut tx, rec.id, Some(last.seq + 1)).await?;
         }
         tx.commit().await?;
         if let Some(last) = segments.last() {
@@ -733,12 +733,9 @@ impl Catalog {
     /// Marks `rec` as no longer live (the broadcast ended) and announces it to its viewers.
     pub async fn end_live(&self, rec: &mut Recording) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE recordings SET live = 0 WHERE id = $1").bind(rec.id).execute(&mut *tx).await?;
-        if self.pg_url.is_some() {
-            live::notify_in(&mut tx, rec.id, None).await?;
-        }
+        end_in(&mut tx, rec).await?;
+        live::notify_in(self, &mut tx, rec.id, None).await?;
         tx.commit().await?;
-        rec.live = false;
         self.changes.notify(rec);
         Ok(())
     }
@@ -928,6 +925,13 @@ async fn insert_recording_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &NewR
         modified_ms: r.modified_ms,
         skipped: r.skipped.clone(),
     })
+}
+
+/// Marks `rec` as no longer live in transaction `tx`.
+async fn end_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rec: &mut Recording) -> Result<()> {
+    sqlx::query("UPDATE recordings SET live = 0 WHERE id = $1").bind(rec.id).execute(&mut **tx).await?;
+    rec.live = false;
+    Ok(())
 }
 
 /// Appends `segments` to recording `rec` and records its grown file (`rec`'s length, head

@@ -263,8 +263,7 @@ impl Ingest {
             if self.init(key).is_some() {
                 continue;
             }
-            let len = self.store.head(key).await?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-            let b = self.store.get_range(key, 0..len).await?;
+            let b = self.store.get(key).await?;
             let file = key.to_string();
             let init = cpu(move || fmp4::parse_init(&b)).await?;
             let init = Arc::new(init.map_err(|source| IngestError::Unparsable { file, source })?);
@@ -309,16 +308,18 @@ impl Ingest {
                     Some(e)
                 }
             },
-            Op::AwaitInit { file, key } => {
-                if bc.segment_job(true).is_some() {
-                    // An init segment arrived meanwhile.
-                    if let Err(e) = self.index_stored(&mut bc, &file, &key).await {
+            // An init segment arrived meanwhile.
+            Op::AwaitInit { file, key } if bc.segment_job(true).is_some() => {
+                match self.index_stored(&mut bc, &file, &key).await {
+                    Ok(()) => None,
+                    Err(e) => {
                         bc.reject(file);
-                        return self.finish(bc, locked, &mut copy, Some(e)).await;
+                        Some(e)
                     }
-                } else {
-                    bc.await_init(file, key);
                 }
+            }
+            Op::AwaitInit { file, key } => {
+                bc.await_init(file, key);
                 None
             }
             Op::Reject(file) => {
@@ -384,8 +385,7 @@ impl Ingest {
     /// Indexes an fMP4 segment stored before its init segment arrived.
     async fn index_stored(&self, bc: &mut Broadcast, file: &str, key: &str) -> Result<(), IngestError> {
         let Some(job) = bc.segment_job(true) else { return Ok(()) };
-        let len = self.store.head(key).await?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-        let data = self.store.get_range(key, 0..len).await?;
+        let data = self.store.get(key).await?;
         let name = file.to_string();
         let indexed = cpu(move || broadcast::index_segment(&name, job, &data)).await??;
         let pending = bc.accept(file, indexed)?;

@@ -92,6 +92,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
     /// Size in bytes of `key`, or `None` if absent.
     async fn head(&self, key: &str) -> Result<Option<u64>>;
+    /// The whole object `key` (its size, then one read). Errors: [`StoreError::NotFound`] if
+    /// absent.
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let len = self.head(key).await?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        self.get_range(key, 0..len).await
+    }
     /// Removes `key`; removing an absent key is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
     /// Keys starting with `prefix`, sorted.
