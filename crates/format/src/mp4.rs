@@ -53,6 +53,8 @@ use std::sync::Arc;
 use super::boxes::BoxWriter;
 use super::index::{Codec, Container, SegmentIndex, TrackKind};
 
+pub mod clip;
+
 /// Version of the bytes this module writes. Bump it whenever a change alters output bytes for
 /// the same input: it is hashed into every ETag, so caches and resumed downloads never mix the
 /// old and the new layout.
@@ -104,6 +106,9 @@ pub struct OutChunk {
     pub chunk: u32,
     /// Index into the layout's `tracks`: the output track the chunk belongs to.
     pub out_track: u8,
+    /// Offset of its first byte in the source chunk's output bytes: 0 unless the chunk is cut
+    /// (a clip starting or ending inside it, [`clip`]).
+    pub src_off: u64,
 }
 
 /// A complete virtual MP4 file: its first bytes (`ftyp`, `moov`, `mdat` header) in memory and a
@@ -381,36 +386,19 @@ impl LayoutBuilder {
                 track: c.track,
                 chunk: c.chunk,
                 out_track,
+                src_off: 0,
             });
             payload += c.len_bytes;
         }
         debug_assert_eq!(payload, plan.payload);
 
-        let ftyp = ftyp();
-        let mut moov = write_moov(&tracks, &plan.edits, plan.movie_dur, plan.co64);
-        let base = (ftyp.len() + moov.buf.len()) as u64 + plan.mdat_header_len;
-        debug_assert_eq!(base, plan.head_len, "box sizes computed from counts disagree with the writers");
-
-        // Patch chunk offsets into each track's stco/co64 table.
-        let mut next_in_track = vec![0usize; tracks.len()];
-        for c in &mut chunks {
-            c.out_start += base;
-            let ti = c.out_track as usize;
-            let pos = moov.chunk_offset_pos[ti] + next_in_track[ti] * if plan.co64 { 8 } else { 4 };
-            next_in_track[ti] += 1;
-            if plan.co64 {
-                moov.buf[pos..pos + 8].copy_from_slice(&c.out_start.to_be_bytes());
-            } else {
-                moov.buf[pos..pos + 4].copy_from_slice(&(c.out_start as u32).to_be_bytes());
-            }
-        }
-
-        let mut head = ftyp;
-        head.reserve_exact(moov.buf.len() + plan.mdat_header_len as usize);
-        head.extend_from_slice(&moov.buf);
-        write_mdat_header(&mut head, payload);
-        let len_bytes = head.len() as u64 + payload;
-        Ok(Layout { head, chunks, len_bytes, segments: self.segments.clone(), tracks, movie_dur: plan.movie_dur })
+        let layout = assemble(tracks, &plan.edits, plan.movie_dur, chunks, payload, self.segments.clone());
+        debug_assert_eq!(
+            layout.head.len() as u64,
+            plan.head_len,
+            "box sizes computed from counts disagree with the writers"
+        );
+        Ok(layout)
     }
 
     /// The file's track order, edit lists and part sizes, from the running counts: O(tracks).
@@ -436,6 +424,48 @@ impl LayoutBuilder {
         let head_len = ftyp_len() + moov_len(co64) + mdat_header_len;
         Ok(Plan { order, edits, movie_dur, co64, payload, mdat_header_len, head_len })
     }
+}
+
+/// Writes the head of a file whose tracks, edit lists and chunks are settled: `ftyp`, `moov`
+/// (with `co64` when the file passes 4 GiB with `stco`), `mdat` header, and the chunks' offsets
+/// (given relative to the `mdat` payload, `payload` bytes in all) made absolute. O(samples).
+fn assemble(
+    tracks: Vec<Track>,
+    edits: &[Edit],
+    movie_dur: u64,
+    mut chunks: Vec<OutChunk>,
+    payload: u64,
+    segments: Vec<Arc<SegmentIndex>>,
+) -> Layout {
+    let ftyp = ftyp();
+    let mdat_header_len = mdat_header_len(payload);
+    let mut moov = write_moov(&tracks, edits, movie_dur, false);
+    let co64 = (ftyp.len() + moov.buf.len()) as u64 + mdat_header_len + payload > u32::MAX as u64;
+    if co64 {
+        moov = write_moov(&tracks, edits, movie_dur, true);
+    }
+    let base = (ftyp.len() + moov.buf.len()) as u64 + mdat_header_len;
+
+    // Patch chunk offsets into each track's stco/co64 table.
+    let mut next_in_track = vec![0usize; tracks.len()];
+    for c in &mut chunks {
+        c.out_start += base;
+        let ti = c.out_track as usize;
+        let pos = moov.chunk_offset_pos[ti] + next_in_track[ti] * if co64 { 8 } else { 4 };
+        next_in_track[ti] += 1;
+        if co64 {
+            moov.buf[pos..pos + 8].copy_from_slice(&c.out_start.to_be_bytes());
+        } else {
+            moov.buf[pos..pos + 4].copy_from_slice(&(c.out_start as u32).to_be_bytes());
+        }
+    }
+
+    let mut head = ftyp;
+    head.reserve_exact(moov.buf.len() + mdat_header_len as usize);
+    head.extend_from_slice(&moov.buf);
+    write_mdat_header(&mut head, payload);
+    let len_bytes = head.len() as u64 + payload;
+    Layout { head, chunks, len_bytes, segments, tracks, movie_dur }
 }
 
 /// What the file looks like, from the builder's counts alone.
@@ -1464,6 +1494,7 @@ mod tests {
                         track: ti as u8,
                         chunk: ci as u32,
                         out_track: out_track as u8,
+                        src_off: 0,
                     });
                     payload += c.len_bytes;
                 }
@@ -1593,7 +1624,7 @@ mod tests {
 
     /// A synthetic segment: `n` video samples of `len` bytes, 3000-tick (1/30 s) spacing from
     /// `dts0`, one chunk; plus AAC audio 1024-tick frames from `adts0` (48 kHz).
-    fn seg(dts0: i64, n: u32, len: u32, adts0: i64, origin: Option<u64>) -> SegmentInput {
+    pub(super) fn seg(dts0: i64, n: u32, len: u32, adts0: i64, origin: Option<u64>) -> SegmentInput {
         let vs: Vec<Sample> = (0..n)
             .map(|i| Sample {
                 dts: dts0 + i as i64 * 3000,
