@@ -26,6 +26,7 @@ pub mod index;
 pub mod m3u8;
 pub mod mp4;
 pub mod ts;
+pub mod zip;
 
 /// An error in input bytes, with enough context to find the offending spot.
 ///
