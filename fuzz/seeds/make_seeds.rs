@@ -282,7 +282,7 @@ fn frag_pair(out: &mut Out, name: &str, mut idx: SegmentIndex, payloads: Vec<Vec
     }
     let keys: Vec<_> = idx.keyed_tracks().map(|(k, _)| k).collect();
     let Ok(layout) = Layout::build(&[SegmentInput { index: Arc::new(idx), join_before: false }]) else { return };
-    let init = frag::init_segment(&layout);
+    let init = frag::init_segment(&layout, Some(layout.movie_dur));
     let whole = vec![None; layout.tracks.len()];
     let Some(plan) = frag::plan_fragment(&layout, 0, &whole) else { return };
     let Ok(mut seg) = frag::fragment_header(&layout, &plan) else { return };

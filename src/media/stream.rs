@@ -60,7 +60,9 @@ async fn produce(
     // Subscribe before reading, so no append between the two is missed.
     let mut changes = catalog.changes().subscribe(id);
     let mut loaded = media.load(catalog, &file).await?;
-    if tx.send(Ok(Bytes::from(frag::init_segment(&loaded.layout)))).await.is_err() {
+    // A finished recording's init says its whole duration (`mehd`); a live one may still grow.
+    let duration = (!file.live()).then_some(loaded.layout.movie_dur);
+    if tx.send(Ok(Bytes::from(frag::init_segment(&loaded.layout, duration)))).await.is_err() {
         return Ok(());
     }
     let (mut next, mut from) = match start_s {

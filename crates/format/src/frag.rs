@@ -5,9 +5,11 @@
 //! ```text
 //! ftyp                         4.3
 //! moov                         8.2.1
-//!   mvhd                       8.2.2 (duration 0: unknown, the stream may grow)
-//!   trak (per track)           tkhd, mdia/mdhd, hdlr, minf/stbl with stsd and empty tables
+//!   mvhd                       8.2.2 the whole duration when known; 0 (unknown) when it may grow
+//!   trak (per track)           tkhd, mdia/mdhd (the track's whole duration when known, else 0),
+//!                              hdlr, minf/stbl with stsd and empty tables
 //!   mvex                       8.8.1
+//!     mehd                     8.8.2 only when the duration is known (a finished recording)
 //!     trex (per track)         8.8.3
 //! moof                         8.8.4  (sequence_number = segment index + 1)
 //!   mfhd                       8.8.5
@@ -26,7 +28,7 @@
 use super::FormatError;
 use super::boxes::BoxWriter;
 use super::index::TrackKind;
-use super::mp4::{Layout, Track, write_hdlr, write_mdhd, write_minf_header, write_mvhd, write_tkhd};
+use super::mp4::{Layout, MOVIE_TIMESCALE, Track, write_hdlr, write_mdhd, write_minf_header, write_mvhd, write_tkhd};
 
 /// `trun` sample flags (§8.8.3.1) of a sync sample: `sample_depends_on` = 2 (no other).
 pub const SYNC_FLAGS: u32 = 0x0200_0000;
@@ -35,7 +37,16 @@ pub const SYNC_FLAGS: u32 = 0x0200_0000;
 pub const NON_SYNC_FLAGS: u32 = 0x0101_0000;
 
 /// The init part: `ftyp` + `moov` (with `mvex`) for the layout's tracks.
-pub fn init_segment(layout: &Layout) -> Vec<u8> {
+///
+/// `duration`: the whole movie's presentation duration when it is known (a finished recording:
+/// [`Layout::movie_dur`]), in [`MOVIE_TIMESCALE`] ticks. It goes in `mvhd` and in a `mehd`
+/// (§8.8.2 MovieExtendsHeaderBox, fragment_duration, version 1 when it needs 64 bits), and each
+/// track's `tkhd` and `mdhd` say the sum of its samples' durations (§8.3.2, §8.4.2; no edit
+/// list), so a player shows the full length before the fragments arrive: FFmpeg's demuxer on a
+/// stream it cannot seek, and so Chromium, reads the tracks' durations and not `mehd`. `None` (a
+/// live recording, which may grow): every duration is 0, unknown, and there is no `mehd`.
+pub fn init_segment(layout: &Layout, duration: Option<u64>) -> Vec<u8> {
+    let duration = duration.filter(|&d| d > 0);
     let mut w = BoxWriter::with_capacity(1024);
     w.start(b"ftyp");
     w.bytes(b"iso6");
@@ -45,11 +56,25 @@ pub fn init_segment(layout: &Layout) -> Vec<u8> {
     }
     w.end();
     w.start(b"moov");
-    write_mvhd(&mut w, 0, layout.tracks.len() as u32 + 1);
+    write_mvhd(&mut w, duration.unwrap_or(0), layout.tracks.len() as u32 + 1);
     for (i, t) in layout.tracks.iter().enumerate() {
-        write_trak(&mut w, t, i as u32 + 1);
+        let media_dur = if duration.is_some() { t.media_dur() } else { 0 };
+        write_trak(&mut w, t, i as u32 + 1, media_dur);
     }
     w.start(b"mvex");
+    if let Some(d) = duration {
+        match u32::try_from(d) {
+            Ok(d32) => {
+                w.start_full(b"mehd", 0, 0);
+                w.u32(d32); // fragment_duration
+            }
+            Err(_) => {
+                w.start_full(b"mehd", 1, 0);
+                w.u64(d);
+            }
+        }
+        w.end();
+    }
     for i in 0..layout.tracks.len() {
         w.start_full(b"trex", 0, 0);
         w.u32(i as u32 + 1); // track_ID
@@ -64,11 +89,16 @@ pub fn init_segment(layout: &Layout) -> Vec<u8> {
     w.finish()
 }
 
-fn write_trak(w: &mut BoxWriter, t: &Track, track_id: u32) {
+/// `trak` with empty sample tables; `media_dur`: the sum of the track's sample durations (track
+/// timescale), or 0 when unknown.
+fn write_trak(w: &mut BoxWriter, t: &Track, track_id: u32, media_dur: u64) {
     w.start(b"trak");
-    write_tkhd(w, t, track_id, 0);
+    // Rounded to the nearest movie tick.
+    let ts = t.timescale.max(1) as u128;
+    let movie_dur = ((media_dur as u128 * MOVIE_TIMESCALE as u128 * 2 + ts) / (2 * ts)).min(u64::MAX as u128) as u64;
+    write_tkhd(w, t, track_id, movie_dur);
     w.start(b"mdia");
-    write_mdhd(w, t.timescale, 0, t.language);
+    write_mdhd(w, t.timescale, media_dur, t.language);
     write_hdlr(w, t.kind);
     w.start(b"minf");
     write_minf_header(w, t.kind);
@@ -284,5 +314,107 @@ mod tests {
         let layout = Layout::build(&[SegmentInput { index: std::sync::Arc::new(idx), join_before: false }]).unwrap();
         let plan = plan_fragment(&layout, 0, &[]).unwrap();
         assert!(fragment_header(&layout, &plan).is_err());
+    }
+
+    /// A layout of one H.264 track: `n` samples of 1/30 s (3000 ticks at 90 kHz), 2 s per
+    /// segment, `segments` segments.
+    fn video_layout(segments: u32) -> Layout {
+        use crate::boxes::UNITY_MATRIX;
+        use crate::index::{Chunk, Codec, Container, Sample, TrackConfig, TrackIndex};
+        let n = 60u32;
+        let segs: Vec<SegmentInput> = (0..segments)
+            .map(|s| {
+                let samples: Vec<Sample> = (0..n)
+                    .map(|i| Sample {
+                        dts: (s * n + i) as i64 * 3000,
+                        dur: 3000,
+                        cts_offset: 0,
+                        len_bytes: 100,
+                        sync: i == 0,
+                        src_offset: i as u64 * 100,
+                    })
+                    .collect();
+                let track = TrackIndex {
+                    config: TrackConfig {
+                        codec: Codec::H264,
+                        timescale: 90000,
+                        sample_entry: vec![0, 0, 0, 8, b'a', b'v', b'c', b'1'],
+                        width: 640,
+                        height: 360,
+                        matrix: UNITY_MATRIX,
+                        source_id: 1,
+                        language: crate::index::UNDETERMINED,
+                    },
+                    chunks: vec![Chunk {
+                        first_sample: 0,
+                        samples: n,
+                        src_start: 0,
+                        src_end: n as u64 * 100,
+                        len_bytes: n as u64 * 100,
+                    }],
+                    samples,
+                };
+                let index = SegmentIndex { container: Container::Fmp4, ts_origin_90k: None, tracks: vec![track] };
+                SegmentInput { index: std::sync::Arc::new(index), join_before: false }
+            })
+            .collect();
+        Layout::build(&segs).unwrap()
+    }
+
+    /// Durations an init segment declares, as (version, duration): `mvhd`, `mehd` if any, and
+    /// the first track's `tkhd` and `mdhd`.
+    type Declared = ((u8, u64), Option<(u8, u64)>, (u8, u64), (u8, u64));
+
+    fn durations(init: &[u8]) -> Declared {
+        use crate::boxes::{BoxRef, Boxes, child, need};
+        // (version, duration) of a full box whose duration follows `before` bytes (twice as many
+        // in version 1) and then `ts` 4 bytes of timescale or track_ID and reserved.
+        let duration = |b: BoxRef, before: usize, ts: usize| {
+            let (mut r, v, _) = b.full(init).unwrap();
+            r.take(before * if v == 1 { 2 } else { 1 } + ts, "before the duration").unwrap();
+            (v, if v == 1 { r.u64("duration").unwrap() } else { r.u32("duration").unwrap() as u64 })
+        };
+        let moov = Boxes::new(init, 0, init.len()).map(Result::unwrap).find(|b| &b.fourcc == b"moov").unwrap();
+        let mvhd = need(init, &moov, b"mvhd").unwrap();
+        let (mut r, v, _) = mvhd.full(init).unwrap();
+        r.take(if v == 1 { 16 } else { 8 }, "times").unwrap();
+        assert_eq!(r.u32("timescale").unwrap(), MOVIE_TIMESCALE);
+        let mvex = need(init, &moov, b"mvex").unwrap();
+        let mehd = child(init, &mvex, b"mehd").unwrap();
+        if mehd.is_some() {
+            let first = Boxes::children(init, &mvex).next().unwrap().unwrap();
+            assert_eq!(&first.fourcc, b"mehd", "mehd comes first in mvex (§8.8.1)");
+        }
+        let trak = need(init, &moov, b"trak").unwrap();
+        let mdhd = need(init, &need(init, &trak, b"mdia").unwrap(), b"mdhd").unwrap();
+        (
+            duration(mvhd, 8, 4),
+            mehd.map(|b| duration(b, 0, 0)),
+            duration(need(init, &trak, b"tkhd").unwrap(), 8, 8),
+            duration(mdhd, 8, 4),
+        )
+    }
+
+    /// A finished recording's quasi-stream says its duration up front: `mvhd` and `mehd`
+    /// (ISO/IEC 14496-12 §8.8.2) in the movie timescale, version 1 only past 32 bits, and each
+    /// track's `tkhd` and `mdhd`; a live one (`None`) says 0 everywhere and has no `mehd`.
+    #[test]
+    fn init_segment_has_mehd_when_the_duration_is_known() {
+        let layout = video_layout(3);
+        let d = 3 * 2 * 90_000;
+        assert_eq!(layout.movie_dur, d, "3 segments of 2 s");
+        let known = init_segment(&layout, Some(layout.movie_dur));
+        assert_eq!(durations(&known), ((0, d), Some((0, d)), (0, d), (0, d)));
+        let live = init_segment(&layout, None);
+        assert_eq!(durations(&live), ((0, 0), None, (0, 0), (0, 0)));
+        assert_eq!(known.len(), live.len() + 16, "mehd v0 is 16 bytes");
+        assert_eq!(durations(&init_segment(&layout, Some(0))), ((0, 0), None, (0, 0), (0, 0)), "0 is unknown");
+        // 2^32 ticks at 90 kHz is 13.3 h: a longer movie needs version 1 of mvhd and mehd.
+        let long = u32::MAX as u64 + 1;
+        let big = init_segment(&layout, Some(long));
+        assert_eq!(durations(&big), ((1, long), Some((1, long)), (0, d), (0, d)));
+        assert_eq!(big.len(), known.len() + 12 + 4, "mvhd v1 12 bytes longer, mehd v1 4 bytes longer");
+        let max32 = u32::MAX as u64;
+        assert_eq!(durations(&init_segment(&layout, Some(max32))), ((0, max32), Some((0, max32)), (0, d), (0, d)));
     }
 }

@@ -97,7 +97,7 @@ pub fn check_layout(segments: &[SegmentInput]) {
     assert!(!layout.tracks.is_empty());
 
     // The fragmented (quasi-stream) writer over the same layout.
-    let init = frag::init_segment(&layout);
+    let init = frag::init_segment(&layout, Some(layout.movie_dur));
     assert!(init.len() >= 8);
     let whole: Vec<Option<u32>> = vec![None; layout.tracks.len()];
     for s in 0..layout.segments.len() as u32 {
