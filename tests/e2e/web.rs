@@ -1,6 +1,8 @@
 //! The web page: sign-in sessions (cookie flags, CSRF, login CSRF, revocation, sign-out),
 //! thumbnails, other users' paths, and a Playwright run in headless Chromium that signs in, sees
-//! the thumbnails, plays a recording to the end and watches a live broadcast.
+//! the thumbnails, plays a finished recording from its full MP4 (duration known at once, a seek
+//! near the end plays to the end), cuts a clip with in and out points, checks the quasi-stream's
+//! duration, and watches a live broadcast.
 
 use std::process::Command;
 
@@ -153,10 +155,12 @@ fn web_sign_in_sessions_csrf_and_thumbnails() {
     assert_eq!(with_cookie("GET", &format!("{base}/ui/"), &c2, &[], None).status, 303);
 }
 
-/// Playwright (playwright-core, /usr/bin/chromium) drives the page: sign in, thumbnails, a
-/// recording played to the end in the page, an H.265 recording offered for download, and a live
-/// broadcast from a real encoder (ffmpeg HLS PUT) watched for several seconds. Screenshots go to
-/// `target/web-ui/`.
+/// Playwright (playwright-core, /usr/bin/chromium) drives the page: sign in, thumbnails and the
+/// day's ZIP link, a finished recording played from its signed full MP4 (its whole duration at
+/// `loadedmetadata`, a seek near the end playing on to the end), in and out points making the clip
+/// link, the quasi-stream's duration (`mehd`) at `loadedmetadata`, an H.265 recording offered for
+/// download, and a live broadcast from a real encoder (ffmpeg HLS PUT) watched for several
+/// seconds. Screenshots go to `target/web-ui/`.
 #[test]
 fn playwright_signs_in_sees_thumbnails_plays_and_watches_live() {
     assert!(std::path::Path::new("/usr/bin/chromium").exists(), "install chromium (scripts/test.sh does)");
@@ -190,8 +194,13 @@ fn playwright_signs_in_sees_thumbnails_plays_and_watches_live() {
     let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     let steps = v["steps"].as_array().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
-    assert_eq!(names, ["signed in", "thumbnails", "played to end", "hevc", "watched live"]);
+    assert_eq!(names, ["signed in", "thumbnails", "played to end", "stream duration", "hevc", "watched live"]);
     assert_eq!(steps[1]["cards"], 2, "both recordings of the day listed with thumbnails");
+    let played = &steps[2];
+    let listed = played["listedS"].as_f64().unwrap();
+    assert!(listed > 20.0, "s01 is a 30 s recording: {played}");
+    assert!((played["durationAtMetadata"].as_f64().unwrap() - listed).abs() < 0.1, "{played}");
+    assert!((steps[3]["duration"].as_f64().unwrap() - listed).abs() < 0.1, "quasi-stream: {}", steps[3]);
     for f in ["recordings.png", "hevc.png", "live.png"] {
         assert!(out_dir.join(f).metadata().unwrap().len() > 10_000, "{f} saved");
     }

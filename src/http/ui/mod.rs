@@ -1,5 +1,6 @@
 //! The web page for camera owners: sign in with an API token, browse the tree, see a thumbnail
-//! per recording, play a recording or a live broadcast in the page, download the full MP4.
+//! per recording, play a recording or a live broadcast in the page, download the full MP4, a
+//! clip between in and out points, or a day or a camera as a ZIP, and follow export jobs.
 //!
 //! ```text
 //! GET  /                 sign-in form, or a redirect to /ui/ when signed in
@@ -16,10 +17,21 @@
 //! script, a form field for sign-out), and sign-in refuses cross-site posts (login CSRF). A CSP
 //! allows only this origin's script, styles, images and media.
 //!
-//! The player asks `POST /v1/share` for a signed quasi-stream URL (`mode=stream`) and gives it to a
-//! `<video>`, the same way a shared link plays anywhere. Before offering it, the script asks the
-//! browser `canPlayType` with the file's RFC 6381 codecs: H.265 recordings on a browser without
-//! HEVC say so and offer the download instead of a black player.
+//! The player asks `POST /v1/share` for a signed URL and gives it to a `<video>`, the same way a
+//! shared link plays anywhere: for a finished recording the full MP4 (`modes=file`: the browser
+//! knows the duration from the `moov` and seeks anywhere with Range requests), for a live
+//! broadcast the quasi-stream (`modes=stream`, `&mode=stream`: the live tail). Before offering
+//! it, the script asks the browser `canPlayType` with the file's RFC 6381 codecs: H.265
+//! recordings on a browser without HEVC say so and offer the download instead of a black player.
+//!
+//! While a finished recording plays, "Set in" / "Set out" take the player's time; a point's
+//! wall-clock time is the recording's start (`data-start-ms` on its card) plus that time, and
+//! the clip is `GET /v1/clips/CAM/START_END.mp4?accuracy=frame|keyframe&download=1` (RFC 3339
+//! UTC with milliseconds), or a one-item `POST /v1/exports` to a ZIP. Day and camera listings
+//! link `GET /v1/files/CAM/DAY.zip` and `/v1/files/CAM.zip`. The Exports section lists
+//! `GET /v1/exports` (polled every 2 s while a job is queued or running), cancels with `DELETE`,
+//! and links a finished ZIP job's download; it stays hidden when there are none (or the server
+//! has no exports). Every download is a plain link that works with the session alone.
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -41,6 +53,17 @@ pub const SESSION_LIFETIME_MS: i64 = 7 * 86_400_000;
 
 /// Characters percent-encoded in a path segment of a link: all but RFC 3986 unreserved.
 pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// The in/out points under the player (shown by the script while a finished recording plays).
+const CLIP: &str = "<div id=clip class=clip hidden><button type=button id=set-in>Set in</button> \
+    <button type=button id=set-out>Set out</button> <span id=clip-range class=dim>Set in and out points \
+    to cut a clip.</span><div class=actions><label>Accuracy <select id=clip-accuracy><option value=frame \
+    selected>frame</option><option value=keyframe>keyframe</option></select></label> <a id=clip-download \
+    download>Download clip</a> <button type=button id=clip-export disabled>Export clip</button></div>\
+    <p id=clip-status role=status></p></div>";
+
+/// The user's export jobs (filled in by the script from `GET /v1/exports`).
+const EXPORTS: &str = "<section id=exports hidden><h2>Exports</h2><ul id=export-list class=exports></ul></section>";
 
 /// Routes of the page (merged into [`super::app`]).
 pub fn routes() -> Router<AppState> {
@@ -262,13 +285,15 @@ fn card(path_segs: &[&str], title: &str, rec: &Recording, meta: &str) -> String 
     };
     let live = if rec.live { "<span class=live>● LIVE</span> " } else { "" };
     format!(
-        "<li class=card data-path=\"{p}\" data-title=\"{t}\" data-codecs=\"{c}\" data-live=\"{l}\">{thumb}\
+        "<li class=card data-path=\"{p}\" data-title=\"{t}\" data-codecs=\"{c}\" data-live=\"{l}\" \
+         data-start-ms=\"{start}\">{thumb}\
          <div class=meta>{live}<b>{t}</b><br>{meta}</div><div class=actions><button type=button class=play>{verb}\
          </button> <a class=download href=\"{dl}\" download>Download MP4</a></div><p class=note hidden></p></li>",
         p = esc(&file),
         t = esc(title),
         c = esc(&rec.codecs),
         l = rec.live,
+        start = rec.start_ms,
         verb = if rec.live { "Watch live" } else { "Play" },
         dl = esc(&format!("/v1/files{file}")),
     )
@@ -320,14 +345,19 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
             if let Some(rec) = cat.live_recording(cam.id).await? {
                 body.push_str(&format!("<h2>Live now</h2><ul class=cards>{}</ul>", live_card(camera, &rec)));
             }
-            body.push_str("<h2>Days</h2><ul class=dirs>");
+            body.push_str(&format!(
+                "<h2>Days</h2><p class=zip><a href=\"{}.zip\" download>Download all days as ZIP</a></p><ul class=dirs>",
+                esc(&href("/v1/files", &[camera]))
+            ));
             for d in cat.list_days(cam.id).await? {
                 body.push_str(&format!(
-                    "<li><a href=\"{}/\">{}</a> <span class=dim>{} · {}</span></li>",
+                    "<li><a href=\"{}/\">{}</a> <span class=dim>{} · {}</span> · <a class=zip href=\"{}.zip\" \
+                     download>ZIP</a></li>",
                     esc(&href("/ui", &[camera, &d.name])),
                     esc(&d.name),
                     human_duration(d.duration_ms),
-                    human_bytes(d.len_bytes)
+                    human_bytes(d.len_bytes),
+                    esc(&href("/v1/files", &[camera, &d.name])),
                 ));
             }
             body.push_str("</ul>");
@@ -338,7 +368,11 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
             if recs.is_empty() {
                 return Err(ApiError::NotFound);
             }
-            body.push_str("<h2>Recordings</h2><ul class=cards>");
+            body.push_str(&format!(
+                "<h2>Recordings</h2><p class=zip><a href=\"{}.zip\" download>Download day as ZIP</a></p>\
+                 <ul class=cards>",
+                esc(&href("/v1/files", &[camera, day]))
+            ));
             for r in &recs {
                 let file = format!("{}.mp4", r.name);
                 let start = crate::model::rfc3339(r.start_ms);
@@ -354,7 +388,7 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
         "<header><a class=brand href=\"/ui/\">jitmux</a><nav>{crumbs}</nav><form method=post action=/signout>\
          <input type=hidden name=csrf value=\"{csrf}\"><button type=submit>Sign out</button></form></header>\
          <main><section id=player hidden><h2 id=now></h2><video id=video controls playsinline></video>\
-         <p id=player-error class=error role=alert></p></section>{body}</main>",
+         <p id=player-error class=error role=alert></p>{CLIP}</section>{body}{EXPORTS}</main>",
         csrf = esc(&csrf)
     );
     let title = segs.last().copied().unwrap_or("Cameras");
