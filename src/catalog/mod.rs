@@ -531,6 +531,17 @@ impl Catalog {
         Ok(q.fetch_all(&self.pool).await?.into_iter().map(Recording::from).collect())
     }
 
+    /// The recordings of one camera whose wall-clock span `[start_ms, start_ms + duration_ms)`
+    /// overlaps `[from_ms, to_ms)` (unix ms), by start time then name: what a clip of that range
+    /// is made of.
+    pub async fn recordings_overlapping(&self, camera: CameraId, from_ms: i64, to_ms: i64) -> Result<Vec<Recording>> {
+        let sql = format!(
+            "{REC_SELECT} WHERE camera_id = $1 AND start_ms < $3 AND start_ms + duration_ms > $2 ORDER BY start_ms, name"
+        );
+        let q = sqlx::query_as::<_, RecordingRow>(&sql).bind(camera).bind(from_ms).bind(to_ms);
+        Ok(q.fetch_all(&self.pool).await?.into_iter().map(Recording::from).collect())
+    }
+
     /// The recording at `<camera>/<day>/<name>.mp4`.
     pub async fn recording(&self, camera: CameraId, day: &str, name: &str) -> Result<Option<Recording>> {
         self.reads

@@ -88,6 +88,9 @@ enum Cmd {
         /// Bound of the node's cache of made bytes (transmuxed segments, heads), bytes.
         #[arg(long, env = "JITMUX_CACHE_BYTES", default_value_t = crate::media::chunks::DEFAULT_CACHE_BYTES)]
         cache_bytes: u64,
+        /// Longest clip served (`/v1/clips/…`), hours; longer ranges get 400.
+        #[arg(long, env = "JITMUX_CLIP_MAX_HOURS", default_value_t = 24.0)]
+        clip_max_hours: f64,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -302,6 +305,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             user_max_workers,
             user_idle_evict,
             cache_bytes,
+            clip_max_hours,
             node,
         } => {
             crate::media::chunks::node_cache().set_max_bytes(cache_bytes);
@@ -313,6 +317,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let idle = secs(ingest_idle_timeout, "--ingest-idle-timeout")?;
             let evict = secs(user_idle_evict, "--user-idle-evict")?;
             let mut state = AppState::new(catalog, store, idle, limits, evict);
+            state.clip_max_ms = (secs(clip_max_hours * 3600.0, "--clip-max-hours")?.as_millis() as i64).max(1);
             if let Some(ingest) = Arc::get_mut(&mut state.ingest) {
                 ingest.max_upload_bytes = ingest_max_upload;
             }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Method, header};
 
 use super::{ApiError, AppState};
 use crate::catalog::User;
-use crate::model::{Mode, ShareModes, TreePath, now_ms};
+use crate::model::{Mode, ShareModes, now_ms};
 use crate::share::{Grant, ShareError, verify};
 
 /// The token of an `Authorization: Bearer TOKEN` header (RFC 6750 §2.1); 401 when absent or
@@ -76,11 +76,12 @@ pub fn split_path(raw: &str, prefix: &str) -> Result<(Vec<String>, bool), ApiErr
     Ok((out, trailing_slash))
 }
 
-/// The user a signed URL for tree path `path` acts for, after checking its signature, expiry
-/// and that it allows `mode` ([`crate::share`]). Refusals are 403 with the reason.
+/// The user a signed URL for `path` (a tree path, `/CAM/DAY/NAME.mp4`, or a clip's URL path,
+/// `/v1/clips/CAM/START_END.mp4`) acts for, after checking its signature, expiry and that it
+/// allows `mode` ([`crate::share`]). Refusals are 403 with the reason.
 pub async fn signed_user(
     state: &AppState,
-    path: &TreePath,
+    path: &str,
     query: &[(String, String)],
     mode: Mode,
 ) -> Result<User, ApiError> {

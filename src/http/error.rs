@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::catalog::CatalogError;
 use crate::ingest::IngestError;
-use crate::media::MediaError;
 use crate::media::thumb::ThumbError;
+use crate::media::{ClipError, MediaError};
 use crate::share::ShareError;
 use crate::store::StoreError;
 
@@ -37,6 +37,10 @@ pub enum ApiError {
     /// 405: only GET and HEAD.
     #[error("only GET and HEAD")]
     MethodNotAllowed,
+    /// 409: the request conflicts with what is stored (a clip's range has gaps and the caller
+    /// refused them; a job that cannot be cancelled any more).
+    #[error("{0}")]
+    Conflict(String),
     /// 413: an upload over the limit (bytes).
     #[error("upload larger than {0} bytes")]
     TooLarge(usize),
@@ -84,6 +88,7 @@ impl ApiError {
             ApiError::NotFound => (S::NOT_FOUND, self.to_string()),
             ApiError::Absent(m) => (S::NOT_FOUND, m.clone()),
             ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, self.to_string()),
+            ApiError::Conflict(m) => (S::CONFLICT, m.clone()),
             ApiError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, self.to_string()),
             ApiError::TooMany { .. } => (S::TOO_MANY_REQUESTS, self.to_string()),
             ApiError::Share(e) => (S::FORBIDDEN, e.to_string()),
@@ -143,6 +148,11 @@ fn media(e: &MediaError) -> (StatusCode, String) {
             (StatusCode::SERVICE_UNAVAILABLE, "the file changed while being served, try again".into())
         }
         MediaError::Gone(_) => (StatusCode::NOT_FOUND, "no such file or directory".into()),
+        MediaError::Clip(ClipError::NoMedia) => (StatusCode::NOT_FOUND, "no media in the range".into()),
+        MediaError::Clip(ClipError::Empty) => (StatusCode::BAD_REQUEST, "the range ends before it starts".into()),
+        MediaError::Clip(ClipError::Layout(e)) => {
+            (StatusCode::CONFLICT, format!("the recordings in the range cannot share one file: {e}"))
+        }
         MediaError::Index { .. } | MediaError::Layout(..) | MediaError::Transmux { .. } | MediaError::Task(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "recording cannot be laid out".into())
         }

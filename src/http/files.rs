@@ -63,7 +63,7 @@ pub async fn files(State(state): State<AppState>, req: Request) -> Result<Respon
     let q = FileQuery::parse(req.uri().query())?;
     let pairs: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();
     let user = if pairs.iter().any(|(k, _)| k == "sig") {
-        signed_user(&state, &path, &pairs, q.mode()).await?
+        signed_user(&state, &path.to_string(), &pairs, q.mode()).await?
     } else {
         authenticate(&state, req.headers(), false).await?
     };
@@ -178,13 +178,26 @@ async fn serve_file(
     rec: Recording,
     path: &TreePath,
     q: &FileQuery,
-    mut req: http::Request<()>,
+    req: http::Request<()>,
 ) -> Result<Response, ApiError> {
     let inst = state.instances.get(user);
     let rec = crate::media::current(&state.catalog, &inst.media, rec).await?;
     let name = path.file_name().unwrap_or_default();
-    let disposition = content_disposition(if q.download { "attachment" } else { "inline" }, &name);
-    let file = File::whole(rec);
+    serve_media(state, user, File::whole(rec), &name, q, req).await
+}
+
+/// Serves `file` (a recording or a clip) as the full MP4 with ranges and conditionals, or with
+/// `mode=stream` as the quasi-stream; `name` is the file name `Content-Disposition` gives.
+pub async fn serve_media(
+    state: &AppState,
+    user: &crate::catalog::User,
+    file: File,
+    name: &str,
+    q: &FileQuery,
+    mut req: http::Request<()>,
+) -> Result<Response, ApiError> {
+    let inst = state.instances.get(user);
+    let disposition = content_disposition(if q.download { "attachment" } else { "inline" }, name);
     if q.stream {
         let slot =
             inst.try_slot(Kind::Stream).ok_or(ApiError::TooMany { what: "streams", limit: inst.limits.max_streams })?;

@@ -6,6 +6,7 @@
 //! GET  /v1/files/{camera}/                     days
 //! GET  /v1/files/{camera}/{YYYY-MM-DD}/        recordings, as NAME.mp4
 //! GET|HEAD /v1/files/{camera}/{day}/{NAME}.mp4 the MP4 (RFC 9110 ranges and conditionals); ?mode=stream
+//! GET|HEAD /v1/clips/{camera}/{START}_{END}.mp4 a wall-clock range across recordings; ?accuracy, ?gaps
 //! GET  /v1/thumbnails/{camera}/{day}/{NAME}.jpg
 //! PUT  /v1/ingest/{camera}/{file}              live ingest (ingest key)
 //! POST /v1/share                               signed URLs
@@ -17,6 +18,7 @@
 //! in [`error`] alone.
 
 pub mod auth;
+pub mod clips;
 pub mod drain;
 pub mod error;
 pub mod files;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub ingest: Arc<Ingest>,
     /// Graceful drain ([`drain`]).
     pub drain: drain::Drain,
+    /// Longest clip served ([`clips`]), ms.
+    pub clip_max_ms: i64,
 }
 
 impl AppState {
@@ -75,6 +79,7 @@ impl AppState {
             catalog,
             store,
             drain: drain::Drain::new(None),
+            clip_max_ms: clips::DEFAULT_CLIP_MAX_MS,
         }
     }
 }
@@ -85,6 +90,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/files", get(files::files))
         .route("/v1/files/", get(files::files))
         .route("/v1/files/{*path}", get(files::files))
+        .route("/v1/clips/{*path}", get(clips::clip))
         .route("/v1/ingest/{camera}/{file}", put(ingest::put).post(ingest::put))
         .route("/v1/share", axum::routing::post(share::share))
         .route("/v1/me", get(me::me))

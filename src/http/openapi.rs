@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitmux", description = "Just-in-time archive transmux: each user's recordings as MP4 files, quasi-streams and live tails."),
-    paths(super::files::files, super::thumbnails::thumbnail, super::share::share, super::me::me, super::ingest::put),
+    paths(super::files::files, super::clips::clip, super::thumbnails::thumbnail, super::share::share, super::me::me, super::ingest::put),
     components(schemas(
         super::listing::Listing,
         super::listing::Entry,

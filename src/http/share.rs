@@ -13,7 +13,8 @@ use crate::share::{Grant, sign};
 pub const MAX_EXPIRY_S: i64 = 30 * 86400;
 
 /// A signed URL's path and query for `user`'s file at tree path `path` (`/CAM/DAY/NAME.mp4`,
-/// `/CAM/live.mp4`), valid for `expires_s` seconds in `modes`; checks that the file exists.
+/// `/CAM/live.mp4`) or clip path (`/v1/clips/CAM/START_END.mp4`: the camera must exist; the
+/// range is checked when the link is used), valid for `expires_s` seconds in `modes`; checks that the file exists.
 /// Returns the link and its expiry (unix seconds).
 pub async fn signed_link(
     cat: &Catalog,
@@ -22,13 +23,21 @@ pub async fn signed_link(
     expires_s: i64,
     modes: ShareModes,
 ) -> Result<(String, i64), ApiError> {
+    if path.starts_with("/v1/clips/") {
+        // A clip: signed over its URL path; its camera must be the user's.
+        let clip = super::clips::ClipPath::parse(path)?;
+        cat.camera(user.id, &clip.camera).await?.ok_or(ApiError::NotFound)?;
+        let exp = expiry(expires_s)?;
+        let grant = Grant { user: user.name.clone(), path: clip.signed_path(), exp, modes };
+        let (kid, secret) = cat.current_signing_key().await?;
+        let enc = [clip.camera.as_str(), clip.name.as_str()]
+            .map(|s| percent_encoding::utf8_percent_encode(s, super::ui::SEGMENT).to_string());
+        return Ok((format!("/v1/clips/{}?{}", enc.join("/"), sign(&kid, &secret, &grant)?), exp));
+    }
     let (segs, _) = split_path(&format!("/v1/files/{}", path.trim_start_matches('/')), "/v1/files")?;
     let tree = TreePath::from_segments(&segs).filter(|p| !p.is_dir()).ok_or(ApiError::NotFound)?;
     super::files::resolve_file(cat, user.id, &tree).await?;
-    if !(1..=MAX_EXPIRY_S).contains(&expires_s) {
-        return Err(ApiError::BadRequest("expiry must be between 1 s and 30 days".into()));
-    }
-    let exp = now_ms() / 1000 + expires_s;
+    let exp = expiry(expires_s)?;
     let grant = Grant { user: user.name.clone(), path: tree.to_string(), exp, modes };
     let (kid, secret) = cat.current_signing_key().await?;
     let enc: Vec<String> =
@@ -36,10 +45,19 @@ pub async fn signed_link(
     Ok((format!("/v1/files/{}?{}", enc.join("/"), sign(&kid, &secret, &grant)?), exp))
 }
 
+/// The expiry (unix seconds) of a link valid for `expires_s` seconds; 400 beyond the limits.
+fn expiry(expires_s: i64) -> Result<i64, ApiError> {
+    if !(1..=MAX_EXPIRY_S).contains(&expires_s) {
+        return Err(ApiError::BadRequest("expiry must be between 1 s and 30 days".into()));
+    }
+    Ok(now_ms() / 1000 + expires_s)
+}
+
 /// `POST /v1/share` body.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct ShareRequest {
-    /// Tree path of the file, `/CAM/DAY/NAME.mp4` or `/CAM/live.mp4`.
+    /// Tree path of the file, `/CAM/DAY/NAME.mp4` or `/CAM/live.mp4`, or a clip's URL path,
+    /// `/v1/clips/CAM/START_END.mp4`.
     path: String,
     /// Lifetime in seconds (default 3600, at most 30 days).
     expires_s: Option<i64>,

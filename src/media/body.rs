@@ -63,7 +63,7 @@ async fn produce(
 ) -> Result<(), MediaError> {
     let head_len = file.head_len_bytes();
     let mut pos = range.start;
-    if pos < head_len && !media.cache.has_layout(file) {
+    if pos < head_len && file.head_stored() && !media.cache.has_layout(file) {
         // The stored head, through the node's cache (a popular file's head is read once).
         let key = crate::model::keys::head(media.user, file.etag());
         let head = super::chunks::node_cache()
@@ -180,7 +180,8 @@ async fn fetch_piece(
     let seg = &loaded.layout.segments[c.segment as usize];
     let object = &loaded.objects[c.segment as usize];
     let bytes = segment_chunk(media, object, seg, c.track, c.chunk).await?;
-    Ok(bytes.slice(off as usize..(off + n) as usize))
+    let from = c.src_off + off;
+    Ok(bytes.slice(from as usize..(from + n) as usize))
 }
 
 /// Starts reading the [`READ_AHEAD`] segments after the one of output chunk `ci` into the

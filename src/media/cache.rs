@@ -25,6 +25,8 @@ pub struct LoadedFile {
     /// Object key (or archive URL) and ETag (archives indexed in place) of each segment,
     /// parallel to `layout.segments`.
     pub objects: Vec<(String, Option<String>)>,
+    /// A clip's spans per recording, in clip order; empty for a whole recording.
+    pub spans: Vec<super::ClipSpan>,
 }
 
 /// Layouts cached per user.
@@ -52,10 +54,26 @@ impl Cache {
     }
 
     pub(super) async fn load(&self, catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaError> {
-        let key = (file.spec().clone(), file.version());
-        let cell =
-            self.layouts.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(key, Default::default).clone();
-        Ok(cell.get_or_try_init(|| build(catalog, file)).await?.clone())
+        self.load_with(file.spec().clone(), file.version(), || build(catalog, file)).await
+    }
+
+    /// The layout cached for `(spec, version)`, or made by `make` (once for concurrent callers).
+    pub(super) async fn load_with<F>(
+        &self,
+        spec: FileSpec,
+        version: i64,
+        make: impl FnOnce() -> F,
+    ) -> Result<Arc<LoadedFile>, MediaError>
+    where
+        F: std::future::Future<Output = Result<Arc<LoadedFile>, MediaError>>,
+    {
+        let cell = self
+            .layouts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert((spec, version), Default::default)
+            .clone();
+        Ok(cell.get_or_try_init(make).await?.clone())
     }
 }
 
@@ -102,7 +120,13 @@ async fn build(catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaE
             build_ms = (t1.elapsed() - t_decode).as_secs_f64() * 1e3,
             "layout built"
         );
-        Ok(LoadedFile { head: Bytes::copy_from_slice(&layout.head), layout, etag: etag.value(), objects })
+        Ok(LoadedFile {
+            head: Bytes::copy_from_slice(&layout.head),
+            layout,
+            etag: etag.value(),
+            objects,
+            spans: Vec::new(),
+        })
     })
     .await
     .map_err(|e| MediaError::Task(e.to_string()))??;

@@ -19,6 +19,7 @@
 mod body;
 mod cache;
 pub mod chunks;
+mod clip;
 mod spec;
 mod stream;
 pub mod thumb;
@@ -28,9 +29,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+pub use crate::format::mp4::clip::{Accuracy, ClipError, Gaps};
 pub use body::{BodyStream, body};
 pub use cache::LoadedFile;
-pub use spec::{File, FileSpec, MediaRange, Part};
+pub use clip::open_clip;
+pub use spec::{ClipSpan, Cut, File, FileSpec, MediaRange, Part};
 pub use stream::{MAX_BEHIND_SEGMENTS, Stop, fragments, never_stop};
 
 use crate::catalog::{Catalog, CatalogError, Recording};
@@ -63,6 +66,9 @@ pub enum MediaError {
     /// The recording is gone from the catalog.
     #[error("recording {0} was removed")]
     Gone(RecordingId),
+    /// A clip cannot be cut from the recordings.
+    #[error("{0}")]
+    Clip(ClipError),
     /// A blocking task failed (panicked or was cancelled).
     #[error("background task failed: {0}")]
     Task(String),

@@ -44,6 +44,21 @@ impl EtagHasher {
     }
 }
 
+/// The ETag value of a clip: a hash of [`FORMAT_VERSION`], each recording it is cut from (its
+/// ETag, which covers its content, and its wall-clock start, unix ms, which places it) and the
+/// cut (`params`: range, accuracy, gap policy), so every node names the same bytes alike.
+pub fn clip_etag<'a>(recordings: impl IntoIterator<Item = (&'a str, i64)>, params: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"jitmux clip\0");
+    h.update(FORMAT_VERSION.to_be_bytes());
+    for (etag, start_ms) in recordings {
+        h.update(etag.as_bytes());
+        h.update(start_ms.to_be_bytes());
+    }
+    h.update(params.as_bytes());
+    format!("v{FORMAT_VERSION}-{}", &hex::encode(h.finalize())[..32])
+}
+
 /// The ETag value of a full MP4 made of `segments`: (hex SHA-256, encoded index, join flag).
 pub fn full_file_etag<'a>(segments: impl IntoIterator<Item = (&'a str, &'a [u8], bool)>) -> String {
     let mut h = EtagHasher::default();

@@ -10,7 +10,7 @@ pub mod keys;
 mod modes;
 mod path;
 
-pub use etag::{EtagHasher, full_file_etag};
+pub use etag::{EtagHasher, clip_etag, full_file_etag};
 pub use ids::{CameraId, RecordingId, UserId};
 pub use modes::{Mode, ShareModes};
 pub use path::{NameError, TreePath, check_name};
