@@ -422,7 +422,7 @@ impl LayoutBuilder {
         // file with stco would pass 4 GiB.
         let co64 = ftyp_len() + moov_len(false) + mdat_header_len + payload > u32::MAX as u64;
         let head_len = ftyp_len() + moov_len(co64) + mdat_header_len;
-        Ok(Plan { order, edits, movie_dur, co64, payload, mdat_header_len, head_len })
+        Ok(Plan { order, edits, movie_dur, payload, head_len })
     }
 }
 
@@ -478,12 +478,8 @@ struct Plan {
     edits: Vec<Edit>,
     /// `mvhd` duration, [`MOVIE_TIMESCALE`] ticks.
     movie_dur: u64,
-    /// 64-bit chunk offsets (§8.7.5): the file passes 4 GiB.
-    co64: bool,
     /// Bytes of `mdat` payload.
     payload: u64,
-    /// 8, or 16 with a 64-bit largesize (§4.2).
-    mdat_header_len: u64,
     /// `ftyp` + `moov` + `mdat` header, bytes.
     head_len: u64,
 }
