@@ -4,6 +4,7 @@
 mod access;
 mod browser;
 mod clients;
+mod clips;
 mod cluster;
 mod common;
 mod faultproxy;
