@@ -158,7 +158,7 @@ fn web_sign_in_sessions_csrf_and_thumbnails() {
 /// Playwright (playwright-core, /usr/bin/chromium) drives the page: sign in, thumbnails and the
 /// day's ZIP link, a finished recording played from its signed full MP4 (its whole duration at
 /// `loadedmetadata`, a seek near the end playing on to the end), in and out points making the clip
-/// link, the quasi-stream's duration (`mehd`) at `loadedmetadata`, an H.265 recording offered for
+/// link, which downloads the clip, the quasi-stream's duration (`mehd`) at `loadedmetadata`, an H.265 recording offered for
 /// download, and a live broadcast from a real encoder (ffmpeg HLS PUT) watched for several
 /// seconds. Screenshots go to `target/web-ui/`.
 #[test]
@@ -183,7 +183,7 @@ fn playwright_signs_in_sees_thumbnails_plays_and_watches_live() {
         .args([&server.base, &env.token, "--day", day, "--hevc-day", hevc_day, "--live", "porch"])
         .arg("--out")
         .arg(&out_dir)
-        .args(["--rate", "4", "--watch", "6", "--timeout", "90"])
+        .args(["--rate", "4", "--watch", "6", "--timeout", "90", "--clips"])
         .output()
         .unwrap();
     let _ = ffmpeg.kill();
@@ -201,6 +201,8 @@ fn playwright_signs_in_sees_thumbnails_plays_and_watches_live() {
     assert!(listed > 20.0, "s01 is a 30 s recording: {played}");
     assert!((played["durationAtMetadata"].as_f64().unwrap() - listed).abs() < 0.1, "{played}");
     assert!((steps[3]["duration"].as_f64().unwrap() - listed).abs() < 0.1, "quasi-stream: {}", steps[3]);
+    let clip = &played["clip"];
+    assert_eq!((clip["status"].as_u64(), clip["type"].as_str()), (Some(200), Some("video/mp4")), "{clip}");
     for f in ["recordings.png", "hevc.png", "live.png"] {
         assert!(out_dir.join(f).metadata().unwrap().len() > 10_000, "{f} saved");
     }

@@ -4,11 +4,11 @@
 // page from its full MP4 (its whole duration known at loadedmetadata, a seek near the end plays
 // to the end), sets in and out points and reads the clip link they make, checks that the same
 // recording's quasi-stream also tells its duration up front, checks how an H.265 recording is
-// offered, then watches a camera's live broadcast for a few seconds. With --clips, the clip link
-// and the day's ZIP link download, and an exported clip runs to a ZIP in the Exports section.
-// Saves screenshots along the way.
+// offered, then watches a camera's live broadcast for a few seconds. With --clips the clip link
+// downloads an MP4, with --zips the day's ZIP link downloads, with --exports an exported clip
+// runs to a ZIP in the Exports section. Saves screenshots along the way.
 //   node web_ui.js BASE TOKEN --day /CAM/DAY/ --hevc-day /CAM/DAY/ --live CAM --out DIR
-//        [--rate 4] [--watch 6] [--timeout 120] [--clips]
+//        [--rate 4] [--watch 6] [--timeout 120] [--clips] [--zips] [--exports]
 // Prints one JSON line; exits 0 when every step held.
 const { chromium } = require('playwright-core');
 const fs = require('fs'), os = require('os'), path = require('path');
@@ -16,7 +16,7 @@ const fs = require('fs'), os = require('os'), path = require('path');
 const [base, token, ...rest] = process.argv.slice(2);
 const opt = (k, d) => { const i = rest.indexOf('--' + k); return i >= 0 ? rest[i + 1] : d; };
 const day = opt('day'), hevcDay = opt('hevc-day'), liveCam = opt('live'), outDir = opt('out', '.');
-const clips = rest.includes('--clips');
+const clips = rest.includes('--clips'), zips = rest.includes('--zips'), exportsOn = rest.includes('--exports');
 const rate = parseFloat(opt('rate', '4')), watchS = parseFloat(opt('watch', '6')), timeoutMs = parseFloat(opt('timeout', '120')) * 1000;
 
 const report = { steps: [] };
@@ -64,7 +64,7 @@ function check(cond, what) { if (!cond) throw new Error('check failed: ' + what)
     const zipHref = await page.locator('p.zip a').getAttribute('href');
     check(zipHref === '/v1/files' + day.replace(/\/$/, '') + '.zip', 'day ZIP link ' + zipHref);
     const zip = { href: zipHref };
-    if (clips) {
+    if (zips) {
       const z = await page.request.get(base + zipHref);
       const body = await z.body();
       Object.assign(zip, { status: z.status(), type: z.headers()['content-type'], len: body.length });
@@ -168,7 +168,7 @@ function check(cond, what) { if (!cond) throw new Error('check failed: ' + what)
 
     // 3c. The clip exported to a ZIP: a job in the Exports section, polled to success, whose
     // download link gives the ZIP.
-    if (clips) {
+    if (exportsOn) {
       await page.click('#clip-export');
       await page.locator('#clip-status').filter({ hasText: 'Export started' }).waitFor();
       const job = page.locator('#export-list li').first();
