@@ -2,6 +2,7 @@
 # The test command: installs what the tests need on a fresh Debian machine, then runs them all.
 #   ffmpeg/ffprobe  media checks (tests/tools/validate.py: framemd5 against the source)
 #   curl            resume check (curl -C -)
+#   unzip           ZIP checks (unzip -t of a directory's ZIP; format crate ZIP tests)
 #   aria2, wget, rclone, GStreamer (playbin, libav decoders)
 #                   the client matrix (tests/tools/client_matrix.py): real downloaders and players
 #   chromium        browser playback check (tests/tools/browser_play.js via playwright-core)
@@ -17,6 +18,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v curl >/dev/null || need+=(curl)
+command -v unzip >/dev/null || need+=(unzip)
 command -v chromium >/dev/null || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
 command -v aria2c >/dev/null || need+=(aria2)

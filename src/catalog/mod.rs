@@ -542,6 +542,23 @@ impl Catalog {
         Ok(q.fetch_all(&self.pool).await?.into_iter().map(Recording::from).collect())
     }
 
+    /// The CRC-32 recorded for the full MP4 with strong ETag `etag`, if any.
+    pub async fn file_crc(&self, etag: &str) -> Result<Option<u32>> {
+        let q = sqlx::query_scalar::<_, i64>("SELECT crc32 FROM file_crcs WHERE etag = $1").bind(etag);
+        Ok(q.fetch_optional(&self.pool).await?.map(|v| v as u32))
+    }
+
+    /// Records the CRC-32 of the full MP4 with strong ETag `etag` (the same bytes always give the
+    /// same CRC: a second writer changes nothing).
+    pub async fn set_file_crc(&self, etag: &str, crc32: u32) -> Result<()> {
+        sqlx::query("INSERT INTO file_crcs (etag, crc32) VALUES ($1, $2) ON CONFLICT (etag) DO NOTHING")
+            .bind(etag)
+            .bind(crc32 as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The recording at `<camera>/<day>/<name>.mp4`.
     pub async fn recording(&self, camera: CameraId, day: &str, name: &str) -> Result<Option<Recording>> {
         self.reads

@@ -59,6 +59,22 @@ pub async fn files(State(state): State<AppState>, req: Request) -> Result<Respon
         return Err(ApiError::MethodNotAllowed);
     }
     let (segs, trailing_slash) = split_path(req.uri().path(), "/v1/files")?;
+    // A directory plus `.zip`: the directory as one ZIP.
+    if !trailing_slash && (1..=2).contains(&segs.len()) && segs.last().is_some_and(|s| s.ends_with(".zip")) {
+        let q = FileQuery::parse(req.uri().query())?;
+        let pairs: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();
+        let user = if pairs.iter().any(|(k, _)| k == "sig") {
+            signed_user(&state, &format!("/{}", segs.join("/")), &pairs, q.mode()).await?
+        } else {
+            authenticate(&state, req.headers(), false).await?
+        };
+        let last = segs.last().map(|s| s.trim_end_matches(".zip").to_string()).unwrap_or_default();
+        return match segs.as_slice() {
+            [_] => super::zips::serve_zip(&state, &user, &last, None, req).await,
+            [camera, _] => super::zips::serve_zip(&state, &user, camera, Some(&last), req).await,
+            _ => Err(ApiError::NotFound),
+        };
+    }
     let path = TreePath::from_segments(&segs).ok_or(ApiError::NotFound)?;
     let q = FileQuery::parse(req.uri().query())?;
     let pairs: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();

@@ -6,6 +6,7 @@
 //! GET  /v1/files/{camera}/                     days
 //! GET  /v1/files/{camera}/{YYYY-MM-DD}/        recordings, as NAME.mp4
 //! GET|HEAD /v1/files/{camera}/{day}/{NAME}.mp4 the MP4 (RFC 9110 ranges and conditionals); ?mode=stream
+//! GET|HEAD /v1/files/{camera}.zip, /v1/files/{camera}/{day}.zip   a directory as one stored ZIP
 //! GET|HEAD /v1/clips/{camera}/{START}_{END}.mp4 a wall-clock range across recordings; ?accuracy, ?gaps
 //! GET  /v1/thumbnails/{camera}/{day}/{NAME}.jpg
 //! PUT  /v1/ingest/{camera}/{file}              live ingest (ingest key)
@@ -32,6 +33,7 @@ pub mod ranges;
 pub mod share;
 mod thumbnails;
 pub mod ui;
+pub mod zips;
 
 use std::sync::Arc;
 use std::time::Duration;

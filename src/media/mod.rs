@@ -179,3 +179,21 @@ pub async fn read_range(
     }
     Ok(Bytes::from(out))
 }
+
+/// The CRC-32 of `file`'s full MP4 (what a ZIP member's headers carry): recorded in the catalog
+/// by ETag, or computed once by making the file (every byte, through the node's cache) and
+/// recorded, so that no later ZIP needs to make it again before its headers.
+pub async fn file_crc(catalog: &Catalog, media: &Arc<UserMedia>, file: &File) -> Result<u32, MediaError> {
+    use futures::StreamExt;
+    if let Some(crc) = catalog.file_crc(file.etag()).await? {
+        return Ok(crc);
+    }
+    let mut h = crc32fast::Hasher::new();
+    let mut s = body(catalog.clone(), media.clone(), file.clone(), 0..file.len_bytes());
+    while let Some(piece) = s.next().await {
+        h.update(&piece?);
+    }
+    let crc = h.finalize();
+    catalog.set_file_crc(file.etag(), crc).await?;
+    Ok(crc)
+}

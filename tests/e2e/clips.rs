@@ -218,3 +218,76 @@ fn clips_across_a_restart_and_a_gap_in_every_mode() {
         .unwrap();
     assert!(out.status.success(), "{} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_day_and_a_camera_as_one_zip() {
+    let env = Env::new("alice");
+    for start in ["2026-03-01T10:00:00Z", "2026-03-01T11:00:00Z"] {
+        let pl = fixture("s01_h264_aac_ts_2s").join("index.m3u8");
+        let r = env.cli(&["import", "--user", "alice", "--camera", "cam", "--start", start, pl.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let pl = fixture("s02_h264_aac_fmp4_2s").join("index.m3u8");
+    let r = env.cli(&[
+        "import",
+        "--user",
+        "alice",
+        "--camera",
+        "cam",
+        "--start",
+        "2026-03-02T08:00:00Z",
+        pl.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let server = env.serve();
+    let dir = tempfile::tempdir().unwrap();
+    let day_url = server.url("/cam/2026-03-01.zip");
+    let zip = get(&day_url, &env.token);
+    assert_eq!(zip.status, 200);
+    assert_eq!(zip.header("content-type"), Some("application/zip"));
+    let zpath = dir.path().join("day.zip");
+    std::fs::write(&zpath, &zip.body).unwrap();
+    let t = Command::new("unzip").arg("-t").arg(&zpath).output().unwrap();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stdout));
+    let x = dir.path().join("x");
+    assert!(Command::new("unzip").args(["-q", "-d"]).arg(&x).arg(&zpath).status().unwrap().success());
+    for name in ["10-00-00.mp4", "11-00-00.mp4"] {
+        let alone = get(&server.url(&format!("/cam/2026-03-01/{name}")), &env.token).body;
+        assert_eq!(std::fs::read(x.join(name)).unwrap(), alone, "{name} in the ZIP is the MP4 fetched alone");
+    }
+    // The camera's ZIP holds every day.
+    let cam = get(&server.url("/cam.zip"), &env.token);
+    assert_eq!(cam.status, 200);
+    let cpath = dir.path().join("cam.zip");
+    std::fs::write(&cpath, &cam.body).unwrap();
+    let l = Command::new("unzip").arg("-l").arg(&cpath).output().unwrap();
+    let listing = String::from_utf8_lossy(&l.stdout);
+    assert!(listing.contains("2026-03-02/08-00-00.mp4") && listing.contains("2026-03-01/10-00-00.mp4"), "{listing}");
+
+    // A range in the middle of the central directory makes no member: no segment is read.
+    let reads = || {
+        let body = String::from_utf8(request("GET", &format!("{}/metrics", server.base), &[]).body).unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix("jitmux_store_reads_total "))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let len = zip.body.len();
+    let cd = zip.body.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+    let before = reads();
+    let r = get_range(&day_url, &env.token, &format!("bytes={}-{}", cd + 10, len - 5));
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, zip.body[cd + 10..len - 4]);
+    assert_eq!(reads(), before, "the central directory comes from the catalog alone");
+    // curl -C - resumes a cut download.
+    let part = dir.path().join("resumed.zip");
+    std::fs::write(&part, &zip.body[..len / 2]).unwrap();
+    let st = Command::new("curl")
+        .args(["-s", "-f", "-C", "-", "-H", &format!("Authorization: Bearer {}", env.token), "-o"])
+        .arg(&part)
+        .arg(&day_url)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read(&part).unwrap(), zip.body);
+    assert_eq!(get(&server.url("/nope.zip"), &env.token).status, 404);
+}
