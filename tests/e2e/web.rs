@@ -156,7 +156,7 @@ fn web_sign_in_sessions_csrf_and_thumbnails() {
 }
 
 /// Playwright (playwright-core, /usr/bin/chromium) drives the page: sign in, thumbnails and the
-/// day's ZIP link, a finished recording played from its signed full MP4 (its whole duration at
+/// day's ZIP link (downloaded), a finished recording played from its signed full MP4 (its whole duration at
 /// `loadedmetadata`, a seek near the end playing on to the end), in and out points making the clip
 /// link, which downloads the clip, the quasi-stream's duration (`mehd`) at `loadedmetadata`, an H.265 recording offered for
 /// download, and a live broadcast from a real encoder (ffmpeg HLS PUT) watched for several
@@ -183,7 +183,7 @@ fn playwright_signs_in_sees_thumbnails_plays_and_watches_live() {
         .args([&server.base, &env.token, "--day", day, "--hevc-day", hevc_day, "--live", "porch"])
         .arg("--out")
         .arg(&out_dir)
-        .args(["--rate", "4", "--watch", "6", "--timeout", "90", "--clips"])
+        .args(["--rate", "4", "--watch", "6", "--timeout", "90", "--clips", "--zips"])
         .output()
         .unwrap();
     let _ = ffmpeg.kill();
@@ -203,6 +203,8 @@ fn playwright_signs_in_sees_thumbnails_plays_and_watches_live() {
     assert!((steps[3]["duration"].as_f64().unwrap() - listed).abs() < 0.1, "quasi-stream: {}", steps[3]);
     let clip = &played["clip"];
     assert_eq!((clip["status"].as_u64(), clip["type"].as_str()), (Some(200), Some("video/mp4")), "{clip}");
+    let zip = &steps[1]["zip"];
+    assert_eq!(zip["status"].as_u64(), Some(200), "the day's ZIP link downloads: {zip}");
     for f in ["recordings.png", "hevc.png", "live.png"] {
         assert!(out_dir.join(f).metadata().unwrap().len() > 10_000, "{f} saved");
     }
