@@ -178,7 +178,7 @@ async fn postgres_catalog() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-    assert_eq!(tables, 11, "migrations created the ten tables and _sqlx_migrations in {schema}");
+    assert_eq!(tables, 13, "migrations created the twelve tables and _sqlx_migrations in {schema}");
 }
 
 #[tokio::test]

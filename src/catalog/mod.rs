@@ -18,6 +18,7 @@
 
 mod changes;
 mod coalesce;
+mod exports;
 mod live;
 
 use sqlx::AnyPool;
@@ -25,6 +26,7 @@ use sqlx::any::AnyPoolOptions;
 
 pub use changes::Changes;
 use coalesce::Coalesce;
+pub use exports::{ExportItemRow, ExportJob, ExportState, ExportTotals, ItemOutcome, ItemState, Lease};
 pub use live::{LockedBroadcast, NOTIFY_CHANNEL};
 
 use crate::model::{CameraId, RecordingId, UserId, now_ms};
@@ -376,6 +378,12 @@ impl Catalog {
 
     async fn user_by_name_query(&self, name: &str) -> Result<Option<User>> {
         let q = sqlx::query_as("SELECT id, name FROM users WHERE name = $1").bind(name);
+        Ok(q.fetch_optional(&self.pool).await?)
+    }
+
+    /// The user with id `id`.
+    pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
+        let q = sqlx::query_as("SELECT id, name FROM users WHERE id = $1").bind(id);
         Ok(q.fetch_optional(&self.pool).await?)
     }
 

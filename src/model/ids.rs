@@ -28,3 +28,7 @@ id!(
     /// A recording: one file of the tree (`recordings.id`).
     RecordingId
 );
+id!(
+    /// An export job (`exports.id`).
+    ExportId
+);

@@ -11,7 +11,7 @@ mod modes;
 mod path;
 
 pub use etag::{EtagHasher, clip_etag, full_file_etag};
-pub use ids::{CameraId, RecordingId, UserId};
+pub use ids::{CameraId, ExportId, RecordingId, UserId};
 pub use modes::{Mode, ShareModes};
 pub use path::{NameError, TreePath, check_name};
 
