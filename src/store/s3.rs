@@ -253,6 +253,111 @@ impl S3 {
         .await
     }
 
+    /// Starts a multipart upload to `bucket`/`key` (S3 `CreateMultipartUpload`); returns its
+    /// upload id. Parts are then sent with [`Self::upload_part`] and joined by
+    /// [`Self::complete_multipart`]: the object appears whole or not at all.
+    pub async fn create_multipart(&self, bucket: &str, key: &str) -> Result<String> {
+        let what = format!("s3://{bucket}/{key}");
+        self.retry(&what, || async {
+            let out = self
+                .client
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| classify(e, &what, None))?;
+            out.upload_id().map(str::to_string).ok_or_else(|| {
+                Failure::Permanent(StoreError::Denied { key: what.clone(), reason: "no upload id".into() })
+            })
+        })
+        .await
+    }
+
+    /// Sends part `part_number` (1-based; every part but the last at least 5 MiB) of upload
+    /// `upload_id`; returns the part's ETag for [`Self::complete_multipart`].
+    pub async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        data: Bytes,
+    ) -> Result<String> {
+        let what = format!("s3://{bucket}/{key} part {part_number}");
+        self.retry(&what, || async {
+            let out = self
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(part_number)
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .map_err(|e| classify(e, &what, None))?;
+            Ok(out.e_tag().unwrap_or_default().to_string())
+        })
+        .await
+    }
+
+    /// Joins upload `upload_id`'s `parts` (number, ETag; in order) into the object
+    /// `bucket`/`key` of `len_bytes`. A completion whose answer was lost and is retried finds the
+    /// upload gone (404): the object standing there with the right length is success.
+    pub async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(i32, String)],
+        len_bytes: u64,
+    ) -> Result<()> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let what = format!("s3://{bucket}/{key}");
+        let done = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts.iter().map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build()).collect(),
+            ))
+            .build();
+        let r = self
+            .retry(&what, || async {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .multipart_upload(done.clone())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify(e, &what, None))
+            })
+            .await;
+        match r {
+            Err(StoreError::NotFound(k)) => match self.stat(bucket, key).await? {
+                Some(m) if m.len_bytes == len_bytes => Ok(()),
+                _ => Err(StoreError::NotFound(k)),
+            },
+            r => r,
+        }
+    }
+
+    /// Abandons upload `upload_id` and its parts (an upload already gone is fine).
+    pub async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        let what = format!("s3://{bucket}/{key}");
+        self.retry(&what, || async {
+            match self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => match classify(e, &what, None) {
+                    Failure::Permanent(StoreError::NotFound(_)) => Ok(()),
+                    f => Err(f),
+                },
+            }
+        })
+        .await
+    }
+
     /// Removes `bucket`/`key` (absent is fine).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         let what = format!("s3://{bucket}/{key}");
