@@ -26,6 +26,7 @@ pub use jitmux_format as format;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod jobs;
 pub mod media;
 pub mod model;
 pub mod share;

@@ -16,6 +16,7 @@ use crate::http::instance::Limits;
 use crate::http::{AppState, app};
 use crate::import::archive::{ArchiveOptions, Outcome, import_archive};
 use crate::import::{ImportError, import_playlist};
+use crate::jobs::export::Runner;
 use crate::model::{ShareModes, check_name, day_and_name, parse_rfc3339_ms};
 use crate::store::{ArchiveUrl, LocalDirStore, ObjectStore, S3, S3Store};
 
@@ -61,6 +62,28 @@ struct NodeArgs {
     drain_timeout: f64,
 }
 
+/// How a node runs export jobs (see `jobs::export`).
+#[derive(clap::Args, Clone)]
+struct ExportArgs {
+    /// Export jobs this node runs at once (0: none here; other nodes run them).
+    #[arg(long, env = "JITMUX_EXPORT_JOBS", default_value_t = 1)]
+    export_jobs: usize,
+    /// Seconds a node's claim on an export job lasts without renewal: how long a job waits
+    /// after its node died before another resumes it.
+    #[arg(long, env = "JITMUX_EXPORT_LEASE", default_value_t = 15.0)]
+    export_lease: f64,
+    /// Most bytes per second each export job writes (0: no limit), to spare the store and the
+    /// node for viewers.
+    #[arg(long, env = "JITMUX_EXPORT_MAX_RATE", default_value_t = 0)]
+    export_max_rate: u64,
+}
+
+impl Default for ExportArgs {
+    fn default() -> Self {
+        ExportArgs { export_jobs: 1, export_lease: 15.0, export_max_rate: 0 }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the HTTP API.
@@ -93,6 +116,8 @@ enum Cmd {
         clip_max_hours: f64,
         #[command(flatten)]
         node: NodeArgs,
+        #[command(flatten)]
+        exports: ExportArgs,
     },
     /// Import an HLS media playlist (VOD or EVENT) as a recording; prints its path in the tree.
     ///
@@ -169,6 +194,28 @@ enum Cmd {
     Keys {
         #[command(subcommand)]
         cmd: KeysCmd,
+    },
+    /// Export files of a user's tree into a local directory or an S3 prefix, with a progress bar:
+    /// what an export job does, run here. Items already there with the right length are kept
+    /// (so an interrupted export resumes). Exit code 65 when an item failed.
+    Export {
+        #[arg(long)]
+        user: String,
+        /// A directory (made if needed), or s3://BUCKET/PREFIX/.
+        #[arg(long)]
+        to: String,
+        /// A JSON file of items as `POST /v1/exports` takes them (`-`: standard input).
+        #[arg(long)]
+        items: Option<PathBuf>,
+        /// Accuracy of the clips named on the command line: frame or keyframe.
+        #[arg(long, default_value = "frame")]
+        accuracy: String,
+        /// Gaps in the clips named on the command line: keep, collapse or refuse.
+        #[arg(long, default_value = "keep")]
+        gaps: String,
+        /// Items: CAMERA/DAY/NAME.mp4 (a recording) or CAMERA/START_END.mp4 (a clip, RFC 3339
+        /// times, as /v1/clips names it).
+        paths: Vec<String>,
     },
     /// Import a bundled real camera clip for user `demo` and serve it.
     Demo {
@@ -307,6 +354,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             cache_bytes,
             clip_max_hours,
             node,
+            exports,
         } => {
             crate::media::chunks::node_cache().set_max_bytes(cache_bytes);
             let limits = Limits {
@@ -321,7 +369,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(ingest) = Arc::get_mut(&mut state.ingest) {
                 ingest.max_upload_bytes = ingest_max_upload;
             }
-            serve(state, listen, node).await
+            serve(state, listen, node, exports).await
         }
         Cmd::Import { user, camera, start, name, playlist } => {
             import(&catalog, store, &user, &camera, start, name, playlist).await
@@ -336,6 +384,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Camera { cmd: CameraCmd::Add { user, camera } } => camera_add(&catalog, &user, &camera).await,
         Cmd::Share { user, path, expires, modes, base } => share(&catalog, &user, &path, &expires, &modes, &base).await,
         Cmd::Keys { cmd } => keys(&catalog, cmd).await,
+        Cmd::Export { user, to, items, accuracy, gaps, paths } => {
+            export(catalog, store, &user, &to, items, &accuracy, &gaps, paths).await
+        }
         Cmd::Demo { listen } => demo(catalog, store, listen).await,
     }
 }
@@ -350,7 +401,7 @@ async fn user_of(catalog: &Catalog, name: &str) -> Result<crate::catalog::User, 
 }
 
 /// `jitmux serve`.
-async fn serve(mut state: AppState, listen: SocketAddr, node: NodeArgs) -> Result<(), Failure> {
+async fn serve(mut state: AppState, listen: SocketAddr, node: NodeArgs, exports: ExportArgs) -> Result<(), Failure> {
     // A store that cannot be reached for good (no such bucket, refused credentials) is a
     // configuration error; one that is only unavailable now may come back.
     match state.store.check().await {
@@ -361,7 +412,13 @@ async fn serve(mut state: AppState, listen: SocketAddr, node: NodeArgs) -> Resul
     state.drain = crate::http::drain::Drain::new(node.node_name.as_deref());
     let grace = secs(node.drain_grace, "--drain-grace")?;
     let timeout = secs(node.drain_timeout, "--drain-timeout")?;
-    run_server(state, listen, grace, timeout).await
+    let runners = Runners {
+        jobs: exports.export_jobs,
+        lease: secs(exports.export_lease, "--export-lease")?,
+        rate: (exports.export_max_rate > 0).then_some(exports.export_max_rate),
+        node: node.node_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(host_name),
+    };
+    run_server(state, listen, grace, timeout, runners).await
 }
 
 /// `jitmux import`.
@@ -621,18 +678,34 @@ async fn demo(catalog: Catalog, store: Arc<dyn ObjectStore>, listen: SocketAddr)
     println!("download: curl -H 'Authorization: Bearer {token}' -o demo.mp4 {url}");
     println!("play:     ffplay -headers $'Authorization: Bearer {token}\\r\\n' {url}");
     let state = AppState::new(catalog, store, Duration::from_secs(30), Limits::default(), Duration::from_secs(300));
-    run_server(state, listen, Duration::ZERO, Duration::from_secs(5)).await
+    let d = ExportArgs::default();
+    let runners = Runners { jobs: d.export_jobs, lease: secs(d.export_lease, "")?, rate: None, node: host_name() };
+    run_server(state, listen, Duration::ZERO, Duration::from_secs(5), runners).await
 }
 
 /// Serves until SIGTERM or SIGINT, then drains (`http::drain`): unready for `grace`, listener
 /// closed, downloads and uploads in flight given up to `timeout`. A second signal exits at once.
-async fn run_server(state: AppState, listen: SocketAddr, grace: Duration, timeout: Duration) -> Result<(), Failure> {
+async fn run_server(
+    state: AppState,
+    listen: SocketAddr,
+    grace: Duration,
+    timeout: Duration,
+    runners: Runners,
+) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("listening on http://{}", listener.local_addr()?);
     tokio::spawn(state.ingest.clone().sweep_idle());
     tokio::spawn(state.instances.clone().sweep());
     tokio::spawn(state.catalog.clone().follow_notifications());
+    let mut jobs = tokio::task::JoinSet::new();
+    let items: Arc<dyn crate::jobs::export::Items> = Arc::new(crate::http::exports::TreeItems { state: state.clone() });
+    for _ in 0..runners.jobs {
+        let mut r = Runner::new(state.catalog.clone(), items.clone(), &runners.node);
+        r.lease = runners.lease;
+        r.rate = runners.rate;
+        jobs.spawn(Arc::new(r).run(state.drain.closing()));
+    }
     let (drain, ingest) = (state.drain.clone(), state.ingest.clone());
     let mut server = tokio::spawn(crate::http::serve_on(listener, app(state), drain.closing()));
     let mut signals = Signals::new()?;
@@ -654,9 +727,160 @@ async fn run_server(state: AppState, listen: SocketAddr, grace: Duration, timeou
         _ = async {
             let _ = server.await;
             ingest.wait_idle().await;
+            // Export jobs in progress were given up for another node to resume.
+            while jobs.join_next().await.is_some() {}
         } => tracing::info!("drained in {:.1} s", t0.elapsed().as_secs_f64()),
         _ = tokio::time::sleep(timeout) => tracing::warn!("drain timeout ({timeout:?}): closing what is left"),
         s = signals.next() => tracing::warn!("{s} again: exiting now"),
+    }
+    Ok(())
+}
+
+/// The export job runners of a node.
+struct Runners {
+    jobs: usize,
+    lease: Duration,
+    rate: Option<u64>,
+    /// Node name in the jobs' rows (`--node-name`, else the host name).
+    node: String,
+}
+
+/// The machine's host name (`jitmux` if it has none).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "jitmux".into())
+}
+
+/// `jitmux export`: the items one after the other into `to`, with a progress bar of bytes.
+#[allow(clippy::too_many_arguments)]
+async fn export(
+    catalog: Catalog,
+    store: Arc<dyn ObjectStore>,
+    user: &str,
+    to: &str,
+    items_file: Option<PathBuf>,
+    accuracy: &str,
+    gaps: &str,
+    paths: Vec<String>,
+) -> Result<(), Failure> {
+    use crate::jobs::export::{ClipItem, CopyError, ExportItem, Items, Progress, Target, Writer, copy};
+    let user = user_of(&catalog, user).await?;
+    let mut items: Vec<ExportItem> = match &items_file {
+        Some(f) => {
+            let text = if f.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(f).map_err(|e| Failure(EXIT_USAGE, format!("{}: {e}", f.display())))?
+            };
+            serde_json::from_str(&text).map_err(|e| {
+                Failure(EXIT_USAGE, format!("--items: a JSON list of items as POST /v1/exports takes: {e}"))
+            })?
+        }
+        None => Vec::new(),
+    };
+    for p in &paths {
+        let p = p.trim_start_matches('/');
+        let clip = p.rsplit_once('/').and_then(|(camera, file)| {
+            let (a, b) = file.strip_suffix(".mp4")?.split_once('_')?;
+            (!camera.contains('/') && parse_rfc3339_ms(a).is_some() && parse_rfc3339_ms(b).is_some()).then(|| {
+                ClipItem {
+                    camera: camera.to_string(),
+                    start: a.to_string(),
+                    end: b.to_string(),
+                    accuracy: Some(accuracy.to_string()),
+                    gaps: Some(gaps.to_string()),
+                }
+            })
+        });
+        items.push(match clip {
+            Some(c) => ExportItem { clip: Some(c), path: None, name: None },
+            None => ExportItem { clip: None, path: Some(p.to_string()), name: None },
+        });
+    }
+    if items.is_empty() {
+        return Err(Failure(EXIT_USAGE, "nothing to export: name items, or --items FILE".into()));
+    }
+    let mut names = Vec::with_capacity(items.len());
+    for (n, item) in items.iter().enumerate() {
+        names.push(item.check().map_err(|e| Failure(EXIT_USAGE, format!("item {n}: {e}")))?);
+    }
+    let target = if to.starts_with("s3://") {
+        let dest = crate::jobs::export::Destination::S3(to.to_string());
+        Target::of(&dest).await.map_err(|e| Failure(EXIT_USAGE, format!("--to: {e}")))?
+    } else {
+        Target::Dir(PathBuf::from(to))
+    };
+    let state = AppState::new(catalog, store, Duration::from_secs(30), Limits::default(), Duration::from_secs(300));
+    let source = crate::http::exports::TreeItems { state };
+    // Every item resolved first: the bar's length is the export's.
+    let mut resolved = Vec::with_capacity(items.len());
+    let mut failed = 0usize;
+    for (item, name) in items.iter().zip(&names) {
+        match source.resolve(user.id, item).await {
+            Ok(r) => resolved.push((item, name, r.len_bytes)),
+            Err(e) => {
+                eprintln!("failed {name}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    let total: u64 = resolved.iter().map(|r| r.2).sum();
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {msg} [{elapsed}, {bytes_per_sec}, {eta} left]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (mut written, mut kept) = (0usize, 0usize);
+    for (item, name, len) in resolved {
+        let at = bar.position();
+        bar.set_message(name.clone());
+        let existing = target.existing_len(name).await.map_err(|e| Failure(1, e))?;
+        if existing == Some(len) {
+            bar.suspend(|| println!("kept {} ({len} bytes, already there)", target.location(name)));
+            bar.set_position(at + len);
+            kept += 1;
+            continue;
+        }
+        let outcome = async {
+            let r = source.resolve(user.id, item).await.map_err(CopyError::Failed)?;
+            let w = Writer::open(&target, name, r.len_bytes).await.map_err(CopyError::Failed)?;
+            let progress = Progress::new();
+            let tick = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    bar.set_position(at + progress.bytes.load(std::sync::atomic::Ordering::Relaxed));
+                }
+            };
+            tokio::select! {
+                r = copy(r, w, &progress, None) => r,
+                _ = tick => unreachable!("the ticker never ends"),
+            }
+        }
+        .await;
+        match outcome {
+            Ok(_crc) => {
+                bar.suspend(|| println!("wrote {} ({len} bytes)", target.location(name)));
+                written += 1;
+            }
+            Err(e) => {
+                let why = match e {
+                    CopyError::Failed(e) => e,
+                    CopyError::Stopped(s) => format!("{s:?}"),
+                };
+                bar.suspend(|| eprintln!("failed {}: {why}", target.location(name)));
+                failed += 1;
+            }
+        }
+        bar.set_position(at + len);
+    }
+    bar.finish_and_clear();
+    println!("exported {} items to {to}: {written} written, {kept} kept, {failed} failed", items.len());
+    if failed > 0 {
+        return Err(data_error(format!("{failed} items failed")));
     }
     Ok(())
 }

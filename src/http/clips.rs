@@ -163,7 +163,7 @@ pub async fn clip(State(state): State<AppState>, req: Request) -> Result<Respons
 }
 
 /// The gaps longer than [`GAP_MS`] between consecutive spans, (start, end) unix ms.
-fn gaps(spans: &[ClipSpan]) -> Vec<(i64, i64)> {
+pub(super) fn gaps(spans: &[ClipSpan]) -> Vec<(i64, i64)> {
     spans
         .windows(2)
         .filter(|w| w[1].wall_start_ms - w[0].wall_end_ms > GAP_MS)

@@ -10,6 +10,7 @@
 //! GET|HEAD /v1/clips/{camera}/{START}_{END}.mp4 a wall-clock range across recordings; ?accuracy, ?gaps
 //! GET  /v1/thumbnails/{camera}/{day}/{NAME}.jpg
 //! PUT  /v1/ingest/{camera}/{file}              live ingest (ingest key)
+//! POST|GET /v1/exports, GET|DELETE /v1/exports/{id}   export jobs; GET /v1/exports/{id}.zip a ZIP job's result
 //! POST /v1/share                               signed URLs
 //! GET  /v1/me, /v1/openapi.json, /metrics, /healthz (liveness), /readyz (readiness; drain)
 //! GET  /, /ui/…                                the web page (session cookie)
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod clips;
 pub mod drain;
 pub mod error;
+pub mod exports;
 pub mod files;
 mod ingest;
 pub mod instance;
@@ -94,6 +96,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/files/{*path}", get(files::files))
         .route("/v1/clips/{*path}", get(clips::clip))
         .route("/v1/ingest/{camera}/{file}", put(ingest::put).post(ingest::put))
+        .route("/v1/exports", get(exports::list).post(exports::create))
+        .route("/v1/exports/{id}", get(exports::get_one).delete(exports::cancel))
         .route("/v1/share", axum::routing::post(share::share))
         .route("/v1/me", get(me::me))
         .route("/v1/thumbnails/{*path}", get(thumbnails::thumbnail))

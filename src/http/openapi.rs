@@ -7,10 +7,19 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitmux", description = "Just-in-time archive transmux: each user's recordings as MP4 files, quasi-streams and live tails."),
-    paths(super::files::files, super::clips::clip, super::thumbnails::thumbnail, super::share::share, super::me::me, super::ingest::put),
+    paths(super::files::files, super::clips::clip, super::exports::create, super::exports::list, super::exports::get_one, super::exports::cancel, super::thumbnails::thumbnail, super::share::share, super::me::me, super::ingest::put),
     components(schemas(
         super::listing::Listing,
         super::listing::Entry,
+        super::exports::ExportRequest,
+        super::exports::ExportStatus,
+        super::exports::ExportList,
+        super::exports::ItemStatus,
+        super::exports::ItemError,
+        crate::jobs::export::ExportItem,
+        crate::jobs::export::ClipItem,
+        crate::jobs::export::Destination,
+        crate::jobs::export::ZipDestination,
         super::share::ShareRequest,
         super::share::ShareResponse,
         super::me::Me,

@@ -30,7 +30,7 @@ pub async fn serve_zip(
     user: &User,
     camera: &str,
     day: Option<&str>,
-    mut req: http::Request<()>,
+    req: http::Request<()>,
 ) -> Result<Response, ApiError> {
     let cat = &state.catalog;
     let cam = cat.camera(user.id, camera).await?.ok_or(ApiError::NotFound)?;
@@ -53,6 +53,24 @@ pub async fn serve_zip(
     if files.is_empty() {
         return Err(ApiError::NotFound);
     }
+    let zip_name = match day {
+        Some(d) => format!("{camera}-{d}.zip"),
+        None => format!("{camera}.zip"),
+    };
+    serve_members(state, user, files, &zip_name, req).await
+}
+
+/// Serves `files` (member name, file) as one stored ZIP downloaded as `zip_name`: each member's
+/// CRC-32 from the catalog (or made once, [`crate::media::file_crc`]), the rest just in time.
+pub async fn serve_members(
+    state: &AppState,
+    user: &User,
+    files: Vec<(String, File)>,
+    zip_name: &str,
+    mut req: http::Request<()>,
+) -> Result<Response, ApiError> {
+    let cat = &state.catalog;
+    let inst = state.instances.get(user);
     let mut members = Vec::with_capacity(files.len());
     let mut etag = sha2::Sha256::default();
     for (name, f) in &files {
@@ -75,10 +93,6 @@ pub async fn serve_zip(
         format!("z{ZIP_LAYOUT_VERSION}-{}", &hex::encode(etag.finalize())[..32])
     };
     let modified_ms = files.iter().map(|(_, f)| f.modified_ms()).max().unwrap_or(0);
-    let zip_name = match day {
-        Some(d) => format!("{camera}-{d}.zip"),
-        None => format!("{camera}.zip"),
-    };
     let slot = inst
         .try_slot(super::instance::Kind::Download)
         .ok_or(ApiError::TooMany { what: "downloads", limit: inst.limits.max_downloads })?;
@@ -89,7 +103,7 @@ pub async fn serve_zip(
         files: Arc::new(files.into_iter().map(|(_, f)| f).collect()),
         etag,
         modified_ms,
-        disposition: content_disposition("attachment", &zip_name),
+        disposition: content_disposition("attachment", zip_name),
         _slot: Arc::new(slot),
     };
     let last_modified = http_serve::Entity::last_modified(&entity);

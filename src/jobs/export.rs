@@ -1,0 +1,694 @@
+//! Export jobs: many files of a user's tree (clips by time, recordings) copied to a destination:
+//! objects under an `s3://BUCKET/PREFIX/` (multipart uploads), a local directory (`jitmux
+//! export`), or nothing but their CRC-32s (a job whose result is one ZIP, made just in time
+//! when downloaded).
+//!
+//! A job is rows in the catalog ([`crate::catalog::ExportJob`]), run by whichever node claims it
+//! ([`Runner`]). The node holds a lease it renews every third of [`Runner::lease`]; the renewal
+//! carries the progress of the item being written and learns of a cancellation. A node that
+//! dies stops renewing: once the lease has run out another node claims the job, aborts the
+//! multipart upload the dead node left, and goes on from the first item not done. A draining
+//! node gives its job up at once ([`crate::catalog::Catalog::release_export`]).
+//!
+//! Items are written one at a time, each as it is made ([`Items`]): an item's bytes are never
+//! all in memory (S3 parts are [`PART_BYTES`]). Items are deterministic (the same spec gives
+//! the same bytes, see the ETag recorded per item), so an item redone after a failover is the
+//! same object again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, CatalogError, ExportJob, ExportState, ItemOutcome, ItemState, Lease};
+use crate::model::{UserId, parse_rfc3339_ms, rfc3339};
+use crate::store::{ArchiveUrl, S3};
+
+/// One item of an export: exactly one of `clip` and `path`, and optionally the object name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExportItem {
+    /// A clip by wall-clock time (as `GET /v1/clips/…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ClipItem>,
+    /// A recording of the tree: `CAMERA/DAY/NAME.mp4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "front/2026-03-01/14-00-00.mp4")]
+    pub path: Option<String>,
+    /// Object name under the destination (slash-separated); default `CAMERA/START_END.mp4` for a
+    /// clip, the path for a recording.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A clip item: a camera's timeline from `start` (inclusive) to `end` (exclusive).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClipItem {
+    pub camera: String,
+    /// RFC 3339.
+    #[schema(example = "2026-03-01T14:02:00Z")]
+    pub start: String,
+    /// RFC 3339.
+    #[schema(example = "2026-03-01T14:04:00.500Z")]
+    pub end: String,
+    /// `frame` (default) or `keyframe`, as on `/v1/clips`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<String>,
+    /// `keep` (default), `collapse` or `refuse` (the item fails if the range has gaps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gaps: Option<String>,
+}
+
+/// Where a job's items go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Destination {
+    /// `s3://BUCKET/PREFIX/`: each item becomes the object PREFIX + name (a multipart upload when
+    /// larger than one part). The user needs a grant covering it (`jitmux user grant`).
+    S3(String),
+    /// One ZIP of the items, downloaded from `/v1/exports/{id}.zip` once the job succeeded. The
+    /// job makes each item once to learn its CRC-32; the ZIP is then made just in time.
+    Zip(ZipDestination),
+}
+
+/// The ZIP destination has no options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ZipDestination {}
+
+impl ExportItem {
+    /// Checks the item's shape and gives its object name. Errors are one-line reasons.
+    pub fn check(&self) -> Result<String, String> {
+        let name = match (&self.clip, &self.path) {
+            (Some(c), None) => {
+                let time = |t: &str| parse_rfc3339_ms(t).ok_or_else(|| format!("bad time {t:?}: use RFC 3339"));
+                let (start, end) = (time(&c.start)?, time(&c.end)?);
+                if end <= start {
+                    return Err(format!("clip {}..{} ends before it starts", c.start, c.end));
+                }
+                if !matches!(c.accuracy.as_deref(), None | Some("frame" | "keyframe")) {
+                    return Err("accuracy must be 'frame' or 'keyframe'".into());
+                }
+                if !matches!(c.gaps.as_deref(), None | Some("keep" | "collapse" | "refuse")) {
+                    return Err("gaps must be 'keep', 'collapse' or 'refuse'".into());
+                }
+                format!("{}/{}_{}.mp4", c.camera, rfc3339(start), rfc3339(end))
+            }
+            (None, Some(p)) => {
+                let p = p.trim_start_matches('/');
+                if p.split('/').count() != 3 || !p.ends_with(".mp4") {
+                    return Err(format!("path {p:?} is not CAMERA/DAY/NAME.mp4"));
+                }
+                p.to_string()
+            }
+            _ => return Err("an item has exactly one of 'clip' and 'path'".into()),
+        };
+        let name = self.name.clone().unwrap_or(name);
+        check_object_name(&name)?;
+        Ok(name)
+    }
+}
+
+/// Checks an object name: 1–512 bytes of slash-separated segments, none empty, `.` or `..`,
+/// without backslashes or control characters.
+pub fn check_object_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 512
+        && name
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != ".." && !s.chars().any(|c| c == '\\' || c.is_control()));
+    if ok { Ok(()) } else { Err(format!("object name {name:?} is not a plain relative path")) }
+}
+
+/// Checks that `user` may export to `dest`: an S3 prefix must parse and lie under one of the
+/// user's grants. Errors are one-line reasons.
+pub async fn check_destination(catalog: &Catalog, user: UserId, dest: &Destination) -> Result<(), String> {
+    let Destination::S3(url) = dest else { return Ok(()) };
+    let url = prefix_url(url)?;
+    let grants = catalog.grants(user).await.map_err(|e| e.to_string())?;
+    if grants.iter().filter_map(|g| ArchiveUrl::parse(g).ok()).any(|g| url.is_under(&g)) {
+        Ok(())
+    } else {
+        Err(format!("{url} is not granted to this user (jitmux user grant)"))
+    }
+}
+
+/// `s3://BUCKET/PREFIX` parsed, its key made a prefix (ending in `/`, or empty).
+fn prefix_url(url: &str) -> Result<ArchiveUrl, String> {
+    let mut u = ArchiveUrl::parse(url)?;
+    if !u.key.is_empty() && !u.key.ends_with('/') {
+        u.key.push('/');
+    }
+    Ok(u)
+}
+
+/// An item resolved: its length and ETag, and how to make its bytes.
+pub struct Resolved {
+    pub len_bytes: u64,
+    /// Strong ETag of its bytes.
+    pub etag: String,
+    /// Starts making the bytes, in order, all of them.
+    pub open: Box<dyn FnOnce() -> BoxStream<'static, Result<Bytes, String>> + Send>,
+}
+
+/// What jobs know of files: an item of a user's tree resolved to bytes (the media layer,
+/// provided by the layer above).
+#[async_trait]
+pub trait Items: Send + Sync + 'static {
+    /// Resolves `item` of `user`. Errors are the item's one-line failure (no media in the range,
+    /// no such file, still recording, …).
+    async fn resolve(&self, user: UserId, item: &ExportItem) -> Result<Resolved, String>;
+}
+
+/// Bytes per S3 part (S3 wants at least 5 MiB for every part but the last); an item up to this
+/// size is one PUT.
+pub const PART_BYTES: usize = 8 << 20;
+
+/// Where items are written.
+#[derive(Clone)]
+pub enum Target {
+    /// Objects PREFIX + name.
+    S3 { s3: Arc<S3>, prefix: ArchiveUrl },
+    /// Files DIR/name (directories made as needed; each written to `NAME.part`, then renamed).
+    Dir(PathBuf),
+    /// Nowhere: items are made for their CRC-32 only (the ZIP destination).
+    Checksum,
+}
+
+impl Target {
+    /// The target of a posted destination (S3 through the process's shared client).
+    pub async fn of(dest: &Destination) -> Result<Target, String> {
+        Ok(match dest {
+            Destination::S3(url) => Target::S3 { s3: S3::shared().await, prefix: prefix_url(url)? },
+            Destination::Zip(_) => Target::Checksum,
+        })
+    }
+
+    /// Where `name` goes, for messages: `s3://…`, a path, or the name.
+    pub fn location(&self, name: &str) -> String {
+        match self {
+            Target::S3 { prefix, .. } => format!("s3://{}/{}{name}", prefix.bucket, prefix.key),
+            Target::Dir(d) => d.join(name).display().to_string(),
+            Target::Checksum => name.to_string(),
+        }
+    }
+
+    /// The length of what is already at `name`, if anything.
+    pub async fn existing_len(&self, name: &str) -> Result<Option<u64>, String> {
+        match self {
+            Target::S3 { s3, prefix } => Ok(s3
+                .stat(&prefix.bucket, &format!("{}{name}", prefix.key))
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|m| m.len_bytes)),
+            Target::Dir(d) => Ok(tokio::fs::metadata(d.join(name)).await.ok().map(|m| m.len())),
+            Target::Checksum => Ok(None),
+        }
+    }
+
+    /// Abandons a multipart upload `upload_id` of `name` left by a node that died.
+    pub async fn abort_upload(&self, name: &str, upload_id: &str) {
+        if let Target::S3 { s3, prefix } = self {
+            let key = format!("{}{name}", prefix.key);
+            if let Err(e) = s3.abort_multipart(&prefix.bucket, &key, upload_id).await {
+                tracing::warn!("export: aborting upload {upload_id} of {key}: {e}");
+            }
+        }
+    }
+}
+
+/// One item being written to a [`Target`].
+pub enum Writer {
+    S3 {
+        s3: Arc<S3>,
+        bucket: String,
+        key: String,
+        /// `None`: one PUT at the end (items up to [`PART_BYTES`]).
+        upload_id: Option<String>,
+        parts: Vec<(i32, String)>,
+        buf: Vec<u8>,
+        len_bytes: u64,
+    },
+    File {
+        file: tokio::fs::File,
+        tmp: PathBuf,
+        path: PathBuf,
+    },
+    Checksum,
+}
+
+impl Writer {
+    /// Starts writing `name` (`len_bytes` long) to `target`.
+    pub async fn open(target: &Target, name: &str, len_bytes: u64) -> Result<Writer, String> {
+        match target {
+            Target::S3 { s3, prefix } => {
+                let key = format!("{}{name}", prefix.key);
+                let upload_id = if len_bytes > PART_BYTES as u64 {
+                    Some(s3.create_multipart(&prefix.bucket, &key).await.map_err(|e| e.to_string())?)
+                } else {
+                    None
+                };
+                Ok(Writer::S3 {
+                    s3: s3.clone(),
+                    bucket: prefix.bucket.clone(),
+                    key,
+                    upload_id,
+                    parts: Vec::new(),
+                    buf: Vec::with_capacity((len_bytes as usize).min(PART_BYTES)),
+                    len_bytes,
+                })
+            }
+            Target::Dir(dir) => {
+                let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent).await.map_err(|e| format!("{}: {e}", parent.display()))?;
+                }
+                let tmp = path.with_extension("mp4.part");
+                let file = tokio::fs::File::create(&tmp).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+                Ok(Writer::File { file, tmp, path })
+            }
+            Target::Checksum => Ok(Writer::Checksum),
+        }
+    }
+
+    /// The S3 multipart upload it writes through, if any (recorded so that whoever resumes a
+    /// job after this node aborts it).
+    pub fn upload_id(&self) -> Option<&str> {
+        match self {
+            Writer::S3 { upload_id, .. } => upload_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Writes the next bytes.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), String> {
+        match self {
+            Writer::S3 { s3, bucket, key, upload_id: Some(id), parts, buf, .. } => {
+                let mut data = data;
+                while !data.is_empty() {
+                    let n = (PART_BYTES - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    if buf.len() == PART_BYTES {
+                        let number = parts.len() as i32 + 1;
+                        let part = Bytes::from(std::mem::replace(buf, Vec::with_capacity(PART_BYTES)));
+                        let etag = s3.upload_part(bucket, key, id, number, part).await.map_err(|e| e.to_string())?;
+                        parts.push((number, etag));
+                    }
+                }
+                Ok(())
+            }
+            Writer::S3 { buf, .. } => {
+                buf.extend_from_slice(data);
+                Ok(())
+            }
+            Writer::File { file, tmp, .. } => {
+                use tokio::io::AsyncWriteExt;
+                file.write_all(data).await.map_err(|e| format!("{}: {e}", tmp.display()))
+            }
+            Writer::Checksum => Ok(()),
+        }
+    }
+
+    /// Makes what was written the object or file (S3: the last part and the completion, or the
+    /// one PUT; a file: flushed, synced and renamed into place).
+    pub async fn finish(self) -> Result<(), String> {
+        match self {
+            Writer::S3 { s3, bucket, key, upload_id: Some(id), mut parts, buf, len_bytes } => {
+                if !buf.is_empty() || parts.is_empty() {
+                    let number = parts.len() as i32 + 1;
+                    let etag = s3
+                        .upload_part(&bucket, &key, &id, number, Bytes::from(buf))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    parts.push((number, etag));
+                }
+                s3.complete_multipart(&bucket, &key, &id, &parts, len_bytes).await.map_err(|e| e.to_string())
+            }
+            Writer::S3 { s3, bucket, key, upload_id: None, buf, .. } => {
+                s3.put(&bucket, &key, Bytes::from(buf)).await.map_err(|e| e.to_string())
+            }
+            Writer::File { mut file, tmp, path } => {
+                use tokio::io::AsyncWriteExt;
+                let io = |e: std::io::Error| format!("{}: {e}", tmp.display());
+                file.flush().await.map_err(io)?;
+                file.sync_all().await.map_err(io)?;
+                drop(file);
+                tokio::fs::rename(&tmp, &path).await.map_err(io)
+            }
+            Writer::Checksum => Ok(()),
+        }
+    }
+
+    /// Abandons what was written (S3: the multipart upload; a file: its `.part`).
+    pub async fn abort(self) {
+        match self {
+            Writer::S3 { s3, bucket, key, upload_id: Some(id), .. } => {
+                if let Err(e) = s3.abort_multipart(&bucket, &key, &id).await {
+                    tracing::warn!("export: aborting upload {id} of {key}: {e}");
+                }
+            }
+            Writer::File { file, tmp, .. } => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Why writing stopped before the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The user cancelled the job.
+    Cancelled,
+    /// Another node holds the job now.
+    Lost,
+    /// This node is shutting down.
+    Drain,
+}
+
+/// What a job's writer shares with its lease renewal and with progress displays: the item being
+/// written, its bytes so far, and whether to stop.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Position of the item being written (-1: none).
+    pub seq: AtomicI64,
+    /// Bytes of it written so far.
+    pub bytes: AtomicU64,
+    /// 0, or 1 + the [`Stop`] reason.
+    stop: AtomicU8,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress { seq: AtomicI64::new(-1), ..Default::default() }
+    }
+
+    pub fn stop(&self, why: Stop) {
+        let v = match why {
+            Stop::Cancelled => 1,
+            Stop::Lost => 2,
+            Stop::Drain => 3,
+        };
+        let _ = self.stop.compare_exchange(0, v, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub fn stopped(&self) -> Option<Stop> {
+        match self.stop.load(Ordering::SeqCst) {
+            1 => Some(Stop::Cancelled),
+            2 => Some(Stop::Lost),
+            3 => Some(Stop::Drain),
+            _ => None,
+        }
+    }
+}
+
+/// How copying one item went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyError {
+    Stopped(Stop),
+    /// The item failed (making it, or writing it); the reason on one line.
+    Failed(String),
+}
+
+/// Copies `item` into `writer`, paced to at most `rate` bytes/s when given, counting in
+/// `progress` and stopping when it says so; returns the bytes' CRC-32 (ISO 3309, as ZIP uses
+/// it). The writer is finished on success and aborted otherwise.
+pub async fn copy(
+    item: Resolved,
+    mut writer: Writer,
+    progress: &Progress,
+    rate: Option<u64>,
+) -> Result<u32, CopyError> {
+    let t0 = Instant::now();
+    let mut crc = crc32fast::Hasher::new();
+    let mut done = 0u64;
+    let mut body = (item.open)();
+    let failed = loop {
+        if let Some(why) = progress.stopped() {
+            break CopyError::Stopped(why);
+        }
+        let piece = match body.next().await {
+            None => break CopyError::Failed(String::new()),
+            Some(Err(e)) => break CopyError::Failed(e),
+            Some(Ok(p)) => p,
+        };
+        crc.update(&piece);
+        if let Err(e) = writer.write(&piece).await {
+            break CopyError::Failed(e);
+        }
+        done += piece.len() as u64;
+        progress.bytes.store(done, Ordering::Relaxed);
+        metrics::counter!("jitmux_export_bytes_total").increment(piece.len() as u64);
+        if let Some(rate) = rate.filter(|&r| r > 0) {
+            // Paced in short sleeps, so that a stop is seen within 100 ms.
+            let due = Duration::from_secs_f64(done as f64 / rate as f64);
+            while let Some(wait) = due.checked_sub(t0.elapsed()) {
+                if progress.stopped().is_some() {
+                    break;
+                }
+                tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
+            }
+        }
+    };
+    drop(body);
+    match failed {
+        CopyError::Failed(e) if e.is_empty() && done == item.len_bytes => match writer.finish().await {
+            Ok(()) => Ok(crc.finalize()),
+            Err(e) => Err(CopyError::Failed(e)),
+        },
+        CopyError::Failed(e) if e.is_empty() => {
+            writer.abort().await;
+            Err(CopyError::Failed(format!("made {done} bytes of {}", item.len_bytes)))
+        }
+        other => {
+            writer.abort().await;
+            Err(other)
+        }
+    }
+}
+
+/// Runs export jobs on this node: claims one at a time from the catalog's queue and works it to
+/// its end, or until the node drains.
+pub struct Runner {
+    pub catalog: Catalog,
+    pub items: Arc<dyn Items>,
+    /// This process's name in the jobs' `node` column: the node name and a random suffix, so a
+    /// restarted node never mistakes its predecessor's lease for its own.
+    pub node: String,
+    /// How long a claim holds without renewal; renewed every third of it.
+    pub lease: Duration,
+    /// Pace of each job, bytes/s (`None`: as fast as it goes).
+    pub rate: Option<u64>,
+    /// How often an idle node looks for a job.
+    pub poll: Duration,
+}
+
+/// How a job run ended on this node.
+enum Ending {
+    Finished,
+    Stopped(Stop),
+}
+
+impl Runner {
+    /// A runner named after `node` (random suffix added) with the default lease (15 s) and poll
+    /// interval (1 s).
+    pub fn new(catalog: Catalog, items: Arc<dyn Items>, node: &str) -> Runner {
+        Runner {
+            catalog,
+            items,
+            node: format!("{node}#{:06x}", rand::random::<u32>() & 0xff_ffff),
+            lease: Duration::from_secs(15),
+            rate: None,
+            poll: Duration::from_secs(1),
+        }
+    }
+
+    /// Claims and runs jobs until `closing` turns true; a job in progress then is given up for
+    /// another node to resume at once.
+    pub async fn run(self: Arc<Self>, mut closing: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *closing.borrow() {
+                return;
+            }
+            match self.catalog.claim_export(&self.node, self.lease.as_millis() as i64).await {
+                Ok(Some(job)) => self.run_job(job, closing.clone()).await,
+                Ok(None) => {}
+                Err(e) => tracing::warn!("export queue: {e}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll) => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+        }
+    }
+
+    async fn run_job(&self, job: ExportJob, closing: tokio::sync::watch::Receiver<bool>) {
+        let id = job.id;
+        tracing::info!(export = %id, node = %self.node, run = job.runs, "export job claimed");
+        metrics::counter!("jitmux_export_runs_total").increment(1);
+        let progress = Arc::new(Progress::new());
+        let renewal = tokio::spawn(renew(
+            self.catalog.clone(),
+            job.clone(),
+            self.node.clone(),
+            self.lease,
+            progress.clone(),
+            closing,
+        ));
+        let ended = self.work(&job, &progress).await;
+        renewal.abort();
+        let cat = &self.catalog;
+        let r = match ended {
+            Ok(Ending::Finished) => Ok(()),
+            Ok(Ending::Stopped(why)) => {
+                tracing::info!(export = %id, "export job stopped on this node: {why:?}");
+                if why == Stop::Drain { cat.release_export(id, &self.node).await } else { Ok(()) }
+            }
+            Err(JobError::Job(e)) => {
+                tracing::warn!(export = %id, "export job failed: {e}");
+                cat.finish_export(id, &self.node, ExportState::Failed, Some(&e)).await.map(drop)
+            }
+            Err(JobError::Catalog(e)) => {
+                // The lease runs out and another node (or this one) resumes the job.
+                tracing::warn!(export = %id, "export job: catalog: {e}");
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!(export = %id, "export job: catalog: {e}");
+        }
+    }
+
+    async fn work(&self, job: &ExportJob, progress: &Progress) -> Result<Ending, JobError> {
+        let (cat, node, id) = (&self.catalog, self.node.as_str(), job.id);
+        let dest: Destination =
+            serde_json::from_str(&job.destination).map_err(|e| JobError::Job(format!("destination: {e}")))?;
+        check_destination(cat, job.user_id, &dest).await.map_err(JobError::Job)?;
+        let target = Target::of(&dest).await.map_err(JobError::Job)?;
+        let items = cat.export_items(id).await?;
+        let pending: Vec<_> = items.into_iter().filter(|i| i.state == ItemState::Pending).collect();
+        // Every item resolved first, so that the job's total is known from the start.
+        let mut todo = Vec::with_capacity(pending.len());
+        for it in pending {
+            if let Some(why) = progress.stopped() {
+                return Ok(Ending::Stopped(why));
+            }
+            if let Some(up) = &it.upload_id {
+                target.abort_upload(&it.name, up).await;
+            }
+            let resolved = match serde_json::from_str::<ExportItem>(&it.spec) {
+                Ok(spec) => self.items.resolve(job.user_id, &spec).await.map(|r| (spec, r)),
+                Err(e) => Err(format!("item: {e}")),
+            };
+            match resolved {
+                Ok((spec, r)) => {
+                    if !cat.start_export_item(id, node, it.seq, r.len_bytes as i64, None).await? {
+                        return Ok(Ending::Stopped(Stop::Lost));
+                    }
+                    todo.push((it, spec));
+                }
+                Err(e) => {
+                    metrics::counter!("jitmux_export_items_total", "result" => "failed").increment(1);
+                    if !cat.finish_export_item(id, node, it.seq, &ItemOutcome::Failed(e)).await? {
+                        return Ok(Ending::Stopped(Stop::Lost));
+                    }
+                }
+            }
+        }
+        for (it, spec) in todo {
+            progress.seq.store(it.seq, Ordering::SeqCst);
+            progress.bytes.store(0, Ordering::SeqCst);
+            let outcome = match self.items.resolve(job.user_id, &spec).await {
+                Err(e) => ItemOutcome::Failed(e),
+                Ok(r) => {
+                    let (len_bytes, etag) = (r.len_bytes, r.etag.clone());
+                    match Writer::open(&target, &it.name, len_bytes).await {
+                        Err(e) => ItemOutcome::Failed(e),
+                        Ok(w) => {
+                            if !cat.start_export_item(id, node, it.seq, len_bytes as i64, w.upload_id()).await? {
+                                w.abort().await;
+                                return Ok(Ending::Stopped(Stop::Lost));
+                            }
+                            match copy(r, w, progress, self.rate).await {
+                                Ok(crc) => {
+                                    cat.set_file_crc(&etag, crc).await?;
+                                    ItemOutcome::Done { len_bytes: len_bytes as i64, etag }
+                                }
+                                Err(CopyError::Stopped(why)) => return Ok(Ending::Stopped(why)),
+                                Err(CopyError::Failed(e)) => ItemOutcome::Failed(e),
+                            }
+                        }
+                    }
+                }
+            };
+            let result = if matches!(outcome, ItemOutcome::Done { .. }) { "done" } else { "failed" };
+            metrics::counter!("jitmux_export_items_total", "result" => result).increment(1);
+            if let ItemOutcome::Failed(e) = &outcome {
+                tracing::info!(export = %id, item = it.seq, "export item failed: {e}");
+            }
+            if !cat.finish_export_item(id, node, it.seq, &outcome).await? {
+                return Ok(Ending::Stopped(progress.stopped().unwrap_or(Stop::Lost)));
+            }
+        }
+        let totals = cat.export_totals(id).await?;
+        let (state, error) = if totals.failed > 0 {
+            (ExportState::Failed, Some(format!("{} of {} items failed", totals.failed, totals.items)))
+        } else {
+            (ExportState::Succeeded, None)
+        };
+        cat.finish_export(id, node, state, error.as_deref()).await?;
+        tracing::info!(export = %id, state = state.as_str(), items = totals.items, bytes = totals.bytes_done, "export job finished");
+        Ok(Ending::Finished)
+    }
+}
+
+/// A job that cannot go on.
+enum JobError {
+    /// For good (bad destination, not granted): the job fails with this reason.
+    Job(String),
+    /// The catalog failed: the job is left for its lease to run out.
+    Catalog(CatalogError),
+}
+
+impl From<CatalogError> for JobError {
+    fn from(e: CatalogError) -> Self {
+        JobError::Catalog(e)
+    }
+}
+
+/// Renews `node`'s lease on `job` every third of `lease`, carrying `progress`, until told to
+/// stop: a cancellation or a lost lease stops the writer, and so does the node closing.
+async fn renew(
+    catalog: Catalog,
+    job: ExportJob,
+    node: String,
+    lease: Duration,
+    progress: Arc<Progress>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(lease / 3) => {}
+            _ = closing.wait_for(|c| *c) => {
+                progress.stop(Stop::Drain);
+                return;
+            }
+        }
+        let seq = progress.seq.load(Ordering::SeqCst);
+        let at = (seq >= 0).then(|| (seq, progress.bytes.load(Ordering::Relaxed) as i64));
+        match catalog.renew_export(job.id, &node, lease.as_millis() as i64, at).await {
+            Ok(Lease::Held) => {}
+            Ok(Lease::Cancelled) => return progress.stop(Stop::Cancelled),
+            Ok(Lease::Lost) => return progress.stop(Stop::Lost),
+            // Tried again at the next beat; the lease may run out meanwhile, and then every
+            // write of this node is refused.
+            Err(e) => tracing::warn!(export = %job.id, "renewing the export lease: {e}"),
+        }
+    }
+}
