@@ -7,6 +7,7 @@ mod clients;
 mod clips;
 mod cluster;
 mod common;
+mod exports;
 mod faultproxy;
 mod live;
 mod media;
