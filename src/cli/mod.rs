@@ -239,8 +239,8 @@ enum CameraCmd {
 enum UserCmd {
     /// Create a user; prints an API token (named "default") as the last line.
     Add { name: String },
-    /// Let the user read and index archives under s3://BUCKET/PREFIX/ (in place); prints the
-    /// user's grants.
+    /// Let the user read and index archives under s3://BUCKET/PREFIX/ (in place) and export
+    /// into it (`POST /v1/exports` to S3); prints the user's grants.
     Grant {
         name: String,
         /// s3://BUCKET/PREFIX/ (ending in /), or s3://BUCKET for the whole bucket.
