@@ -5,9 +5,10 @@
 // to the end), sets in and out points and reads the clip link they make, checks that the same
 // recording's quasi-stream also tells its duration up front, checks how an H.265 recording is
 // offered, then watches a camera's live broadcast for a few seconds. With --clips the clip link
-// downloads an MP4, with --zips the day's ZIP link downloads. Saves screenshots along the way.
+// downloads an MP4, with --zips the day's ZIP link downloads, with --exports an exported clip
+// runs to a ZIP in the Exports section. Saves screenshots along the way.
 //   node web_ui.js BASE TOKEN --day /CAM/DAY/ --hevc-day /CAM/DAY/ --live CAM --out DIR
-//        [--rate 4] [--watch 6] [--timeout 120] [--clips] [--zips]
+//        [--rate 4] [--watch 6] [--timeout 120] [--clips] [--zips] [--exports]
 // Prints one JSON line; exits 0 when every step held.
 const { chromium } = require('playwright-core');
 const fs = require('fs'), os = require('os'), path = require('path');
@@ -15,7 +16,7 @@ const fs = require('fs'), os = require('os'), path = require('path');
 const [base, token, ...rest] = process.argv.slice(2);
 const opt = (k, d) => { const i = rest.indexOf('--' + k); return i >= 0 ? rest[i + 1] : d; };
 const day = opt('day'), hevcDay = opt('hevc-day'), liveCam = opt('live'), outDir = opt('out', '.');
-const clips = rest.includes('--clips'), zips = rest.includes('--zips');
+const clips = rest.includes('--clips'), zips = rest.includes('--zips'), exportsOn = rest.includes('--exports');
 const rate = parseFloat(opt('rate', '4')), watchS = parseFloat(opt('watch', '6')), timeoutMs = parseFloat(opt('timeout', '120')) * 1000;
 
 const report = { steps: [] };
@@ -164,6 +165,23 @@ function check(cond, what) { if (!cond) throw new Error('check failed: ' + what)
     check(Math.abs(streamed.duration - entry.duration_s) < 0.1,
       `quasi-stream duration at loadedmetadata ${streamed.duration} is ${entry.duration_s}`);
     step('stream duration', streamed);
+
+    // 3c. The clip exported to a ZIP: a job in the Exports section, polled to success, whose
+    // download link gives the ZIP.
+    if (exportsOn) {
+      await page.click('#clip-export');
+      await page.locator('#clip-status').filter({ hasText: 'Export started' }).waitFor();
+      const job = page.locator('#export-list li').first();
+      await job.locator('a.download').waitFor();
+      const j = await job.evaluate((li) => ({ id: li.dataset.id, state: li.dataset.state,
+        progress: li.querySelector('.progress').textContent, download: li.querySelector('a.download').getAttribute('href') }));
+      check(j.state === 'succeeded' && /^1 of 1 items/.test(j.progress), 'export job succeeded: ' + JSON.stringify(j));
+      const z = await page.request.get(base + j.download);
+      const body = await z.body();
+      check(z.status() === 200 && body.subarray(0, 4).toString('latin1') === 'PK\x03\x04', 'export ZIP downloads');
+      await page.screenshot({ path: path.join(outDir, 'exports.png') });
+      step('exported', Object.assign(j, { zipLen: body.length }));
+    }
 
     // 4. An H.265 recording: offered for download, with a note, when the browser cannot decode it.
     if (hevcDay) {

@@ -3,7 +3,10 @@
 //   through Range) and a live broadcast from its signed quasi-stream URL (the live tail);
 // - tells the user up front when this browser cannot decode a recording's codec;
 // - in and out points on a finished recording: wall-clock times (the card's data-start-ms plus
-//   the player's time) and a clip download link (/v1/clips/CAM/START_END.mp4).
+//   the player's time), a clip download link (/v1/clips/CAM/START_END.mp4) and a one-item
+//   export to a ZIP (POST /v1/exports);
+// - the Exports section: the user's jobs (GET /v1/exports), polled every 2 s while one is
+//   queued or running, with cancel (DELETE) and the finished ZIP's download link.
 // Unsafe requests carry the session's CSRF token (X-CSRF-Token).
 "use strict";
 (function () {
@@ -11,7 +14,7 @@
   const $ = (id) => document.getElementById(id);
   const player = $("player"), video = $("video"), now = $("now"), error = $("player-error");
   const clip = $("clip"), clipRange = $("clip-range"), clipDownload = $("clip-download");
-  const clipAccuracy = $("clip-accuracy"), clipStatus = $("clip-status");
+  const clipExport = $("clip-export"), clipAccuracy = $("clip-accuracy"), clipStatus = $("clip-status");
 
   function cannotPlay(codecs) {
     return codecs !== "" && video.canPlayType('video/mp4; codecs="' + codecs + '"') === "";
@@ -65,9 +68,10 @@
   const iso = (ms) => new Date(ms).toISOString();
   const clock = (ms) => iso(ms).slice(11, 23);
 
-  // The chosen range, and the clip link when it is a range.
+  // The chosen range, and the clip link and export button when it is a range.
   function showCut() {
     clipDownload.removeAttribute("href");
+    clipExport.disabled = true;
     if (!cut) return;
     const a = cut.in, b = cut.out;
     if (a === null && b === null) {
@@ -84,6 +88,7 @@
     clipRange.textContent += " (" + ((b - a) / 1000).toFixed(1) + " s)";
     clipDownload.href = "/v1/clips/" + cut.camera + "/" + iso(a) + "_" + iso(b) + ".mp4?accuracy=" +
       clipAccuracy.value + "&download=1";
+    clipExport.disabled = false;
   }
 
   function setPoint(which) {
@@ -94,6 +99,90 @@
   $("set-in").addEventListener("click", () => setPoint("in"));
   $("set-out").addEventListener("click", () => setPoint("out"));
   clipAccuracy.addEventListener("change", showCut);
+
+  clipExport.addEventListener("click", async function () {
+    if (!cut || cut.in === null || cut.out === null) return;
+    clipExport.disabled = true;
+    const item = { clip: { camera: decodeURIComponent(cut.camera), start: iso(cut.in), end: iso(cut.out),
+      accuracy: clipAccuracy.value, gaps: "keep" } };
+    const r = await send("POST", "/v1/exports", { items: [item], destination: { zip: {} } });
+    clipStatus.textContent = r.ok ? "Export started: see Exports below." : "Export refused: " + (await r.text()).trim();
+    clipExport.disabled = false;
+    if (r.ok) refreshExports();
+  });
+
+  // The Exports section: hidden while there are no jobs (or the server has no exports).
+  const exportsSection = $("exports"), exportList = $("export-list");
+  let pollTimer = null;
+
+  function humanBytes(n) {
+    if (n >= 1e9) return (n / 1e9).toFixed(2) + " GB";
+    if (n >= 1e6) return (n / 1e6).toFixed(1) + " MB";
+    return Math.ceil(n / 1e3) + " kB";
+  }
+
+  function jobItem(job) {
+    const li = document.createElement("li");
+    li.dataset.id = job.id;
+    li.dataset.state = job.state;
+    const title = document.createElement("b");
+    title.textContent = "Export " + job.id;
+    const state = document.createElement("span");
+    state.className = "state " + job.state;
+    state.textContent = job.state;
+    const progress = document.createElement("span");
+    progress.className = "dim progress";
+    progress.textContent = (job.items_done || 0) + " of " + (job.items_total || 0) + " items · " +
+      humanBytes(job.bytes_done || 0);
+    li.append(title, " ", state, " ", progress);
+    if (job.state === "queued" || job.state === "running") {
+      const cancel = document.createElement("button");
+      cancel.type = "button";
+      cancel.className = "cancel";
+      cancel.textContent = "Cancel";
+      cancel.addEventListener("click", async function () {
+        cancel.disabled = true;
+        await send("DELETE", "/v1/exports/" + encodeURIComponent(job.id));
+        refreshExports();
+      });
+      li.append(" ", cancel);
+    }
+    if (job.state === "succeeded" && job.download) {
+      const a = document.createElement("a");
+      a.className = "download";
+      a.href = job.download;
+      a.setAttribute("download", "");
+      a.textContent = "Download ZIP";
+      li.append(" ", a);
+    }
+    for (const e of job.errors || []) {
+      const p = document.createElement("p");
+      p.className = "error";
+      p.textContent = "Item " + e.item + ": " + e.error;
+      li.append(p);
+    }
+    return li;
+  }
+
+  let generation = 0;
+  async function refreshExports() {
+    clearTimeout(pollTimer);
+    pollTimer = null;
+    const mine = ++generation;
+    let jobs;
+    try {
+      const r = await fetch("/v1/exports", { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!r.ok) return;
+      jobs = (await r.json()).exports || [];
+    } catch (e) {
+      return;
+    }
+    if (mine !== generation) return; // a newer refresh (after a cancel or an export) shows the list
+    exportList.replaceChildren(...jobs.map(jobItem));
+    exportsSection.hidden = jobs.length === 0;
+    if (jobs.some((j) => j.state === "queued" || j.state === "running")) pollTimer = setTimeout(refreshExports, 2000);
+  }
+  refreshExports();
 
   // A recording without a thumbnail (interlaced or undecodable video) gets a plain tile.
   function noPreview(img) {

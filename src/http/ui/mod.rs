@@ -27,8 +27,11 @@
 //! While a finished recording plays, "Set in" / "Set out" take the player's time; a point's
 //! wall-clock time is the recording's start (`data-start-ms` on its card) plus that time, and
 //! the clip is `GET /v1/clips/CAM/START_END.mp4?accuracy=frame|keyframe&download=1` (RFC 3339
-//! UTC with milliseconds). Day and camera listings link `GET /v1/files/CAM/DAY.zip` and
-//! `/v1/files/CAM.zip`. Every download is a plain link that works with the session alone.
+//! UTC with milliseconds), or a one-item `POST /v1/exports` to a ZIP. Day and camera listings
+//! link `GET /v1/files/CAM/DAY.zip` and `/v1/files/CAM.zip`. The Exports section lists
+//! `GET /v1/exports` (polled every 2 s while a job is queued or running), cancels with `DELETE`,
+//! and links a finished ZIP job's download; it stays hidden when there are none (or the server
+//! has no exports). Every download is a plain link that works with the session alone.
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -56,8 +59,11 @@ const CLIP: &str = "<div id=clip class=clip hidden><button type=button id=set-in
     <button type=button id=set-out>Set out</button> <span id=clip-range class=dim>Set in and out points \
     to cut a clip.</span><div class=actions><label>Accuracy <select id=clip-accuracy><option value=frame \
     selected>frame</option><option value=keyframe>keyframe</option></select></label> <a id=clip-download \
-    download>Download clip</a> </div>\
+    download>Download clip</a> <button type=button id=clip-export disabled>Export clip</button></div>\
     <p id=clip-status role=status></p></div>";
+
+/// The user's export jobs (filled in by the script from `GET /v1/exports`).
+const EXPORTS: &str = "<section id=exports hidden><h2>Exports</h2><ul id=export-list class=exports></ul></section>";
 
 /// Routes of the page (merged into [`super::app`]).
 pub fn routes() -> Router<AppState> {
@@ -382,7 +388,7 @@ async fn browse(State(state): State<AppState>, req: Request) -> Result<Response,
         "<header><a class=brand href=\"/ui/\">jitmux</a><nav>{crumbs}</nav><form method=post action=/signout>\
          <input type=hidden name=csrf value=\"{csrf}\"><button type=submit>Sign out</button></form></header>\
          <main><section id=player hidden><h2 id=now></h2><video id=video controls playsinline></video>\
-         <p id=player-error class=error role=alert></p>{CLIP}</section>{body}</main>",
+         <p id=player-error class=error role=alert></p>{CLIP}</section>{body}{EXPORTS}</main>",
         csrf = esc(&csrf)
     );
     let title = segs.last().copied().unwrap_or("Cameras");
