@@ -548,3 +548,165 @@ fn a_drained_node_finishes_downloads_ends_streams_on_fragments_and_loses_no_segm
     let log = c.log(1);
     assert!(log.contains("draining"), "node1 log: {log}");
 }
+
+/// `GET` of `bucket/key` on the cluster's S3 server, signed with its keys: (status, body).
+fn s3_get(c: &Cluster, bucket_key: &str) -> (u16, Vec<u8>) {
+    let var = |k: &str| c.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+        .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+        .arg(format!("{}:{}", var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")))
+        .arg(format!("{}/{bucket_key}", var("AWS_ENDPOINT_URL")))
+        .output()
+        .unwrap();
+    let mut body = out.stdout;
+    let nl = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let status = String::from_utf8_lossy(&body[nl + 1..]).trim().parse().unwrap_or(0);
+    body.truncate(nl);
+    (status, body)
+}
+
+fn job(c: &Cluster, id: i64) -> serde_json::Value {
+    let r = get(&format!("{}/v1/exports/{id}", c.lb), &c.token);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+fn post_export(c: &Cluster, body: &serde_json::Value) -> i64 {
+    let r = request_with_body(
+        "POST",
+        &format!("{}/v1/exports", c.lb),
+        &[("Authorization", &format!("Bearer {}", c.token)), ("Content-Type", "application/json")],
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"].as_i64().unwrap()
+}
+
+#[test]
+fn an_export_of_20_clips_to_s3_outlives_a_killed_node_and_cancels() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Short leases, so a dead node's job is taken over within seconds; each job paced to
+    // 1 MB/s, so it is still running when its node is killed.
+    let c = Cluster::start(18720, "--export-lease 3 --export-max-rate 1000000");
+    let st = Command::new(root().join("scripts/seaweed.sh"))
+        .args(["mkbucket", c.dir.path().join("seaweed").to_str().unwrap(), "exports"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkbucket exports");
+    c.cli(&["user", "grant", "alice", "s3://exports/alice/"]);
+    let work = tempfile::tempdir().unwrap();
+    let pl = repeated_playlist(work.path(), "r02_intel_car_ts", 4);
+    c.cli(&["import", "--user", "alice", "--camera", "car", "--start", "2026-03-01T10:00:00Z", pl.to_str().unwrap()]);
+    // 19 clips of 6 s and, in the middle, the whole 2 minutes (more than one 8 MiB part).
+    let at = |s: f64| format!("2026-03-01T10:{:02}:{:06.3}Z", (s / 60.0) as u32, s % 60.0);
+    let items: Vec<serde_json::Value> = (0..20)
+        .map(|i| {
+            let (a, b) = if i == 10 { (0.0, 120.0) } else { (i as f64 * 6.0 + 0.5, i as f64 * 6.0 + 6.5) };
+            let accuracy = if i % 2 == 0 { "frame" } else { "keyframe" };
+            serde_json::json!({
+                "clip": {"camera": "car", "start": at(a), "end": at(b), "accuracy": accuracy},
+                "name": format!("clip-{i:02}.mp4"),
+            })
+        })
+        .collect();
+    let id = post_export(&c, &serde_json::json!({"items": items, "destination": {"s3": "s3://exports/alice/run1/"}}));
+
+    // Kill the node running it halfway, while it uploads the large item's parts.
+    let t0 = Instant::now();
+    let mut j;
+    loop {
+        j = job(&c, id);
+        if j["items_done"].as_i64().unwrap() >= 10 && j["items"][10]["bytes_done"].as_i64().unwrap() > 1_000_000 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(90), "job stuck: {j}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let holder = j["node"].as_str().unwrap().to_string();
+    let n: usize = holder.strip_prefix("node").and_then(|s| s.split('#').next()).unwrap().parse().unwrap();
+    let uploads = || {
+        let (status, body) = s3_get(&c, "exports?uploads=");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        String::from_utf8_lossy(&body).matches("<UploadId>").count()
+    };
+    assert_eq!(uploads(), 1, "the large item is a multipart upload in progress");
+    c.node(n, "kill");
+    let before = job(&c, id);
+    let done_before: Vec<serde_json::Value> =
+        before["items"].as_array().unwrap().iter().filter(|i| i["state"] == "done").cloned().collect();
+    assert!(done_before.len() < 20, "killed before the end: {before}");
+    eprintln!("exports: killed node{n} ({holder}) with {} of 20 items done", done_before.len());
+
+    // Another node resumes it once the lease has run out, without redoing what was done.
+    let t1 = Instant::now();
+    loop {
+        j = job(&c, id);
+        if j["state"] != "running" && j["state"] != "queued" {
+            break;
+        }
+        assert!(t1.elapsed() < Duration::from_secs(120), "job not finished: {j}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["runs"], 2, "claimed twice: {j}");
+    assert_ne!(j["node"].as_str().unwrap(), holder, "finished by another node");
+    assert_eq!(j["items_done"], 20);
+    assert_eq!(j["bytes_done"], j["bytes_total"]);
+    let items = j["items"].as_array().unwrap();
+    for d in &done_before {
+        let now = &items[d["item"].as_u64().unwrap() as usize];
+        assert_eq!((&now["node"], &now["finished"]), (&d["node"], &d["finished"]), "item {} not redone", d["item"]);
+    }
+    let resumed = items.iter().filter(|i| i["node"] != holder.as_str()).count();
+    assert_eq!(resumed, 20 - done_before.len(), "the other node did only the rest");
+    eprintln!("exports: node {} finished the other {resumed} items in {:.1} s", j["node"], t1.elapsed().as_secs_f64());
+
+    // Every object is the clip served over HTTP, byte for byte, with the recorded ETag.
+    for (i, item) in items.iter().enumerate() {
+        let clip = &item["spec"]["clip"];
+        let url = format!(
+            "{}/v1/clips/car/{}_{}.mp4?accuracy={}",
+            c.lb,
+            clip["start"].as_str().unwrap(),
+            clip["end"].as_str().unwrap(),
+            clip["accuracy"].as_str().unwrap()
+        );
+        let served = get(&url, &c.token);
+        assert_eq!(served.status, 200, "{url}");
+        let (status, object) = s3_get(&c, &format!("exports/alice/run1/clip-{i:02}.mp4"));
+        assert_eq!(status, 200, "clip-{i:02}.mp4");
+        assert!(object == served.body, "clip-{i:02}.mp4 is byte-identical to {url}");
+        assert_eq!(served.header("etag").map(|e| e.trim_matches('"')), item["etag"].as_str());
+        assert_eq!(item["location"], format!("s3://exports/alice/run1/clip-{i:02}.mp4"));
+    }
+    assert_eq!(uploads(), 0, "the dead node's multipart upload was aborted by its successor");
+    let (_, big) = s3_get(&c, "exports/alice/run1/clip-10.mp4");
+    assert!(big.len() > 8 << 20, "the whole-recording clip went up in parts ({} bytes)", big.len());
+
+    // Cancel: a second job, stopped after a few items; nothing more is written.
+    let id2 = post_export(
+        &c,
+        &serde_json::json!({"items": items.iter().map(|i| i["spec"].clone()).collect::<Vec<_>>(), "destination": {"s3": "s3://exports/alice/run2/"}}),
+    );
+    wait_for("a few items of the second job", 60, || job(&c, id2)["items_done"].as_i64().unwrap() >= 3);
+    let r =
+        request("DELETE", &format!("{}/v1/exports/{id2}", c.lb), &[("Authorization", &format!("Bearer {}", c.token))]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    std::thread::sleep(Duration::from_secs(3));
+    let k = job(&c, id2);
+    assert_eq!(k["state"], "cancelled");
+    std::thread::sleep(Duration::from_secs(3));
+    let k2 = job(&c, id2);
+    assert_eq!(k2["items_done"], k["items_done"], "no item finished after the cancel");
+    let done = k2["items_done"].as_u64().unwrap() as usize;
+    assert!(done < 20, "{k2}");
+    for i in 0..20 {
+        let (status, _) = s3_get(&c, &format!("exports/alice/run2/clip-{i:02}.mp4"));
+        assert_eq!(status == 200, k2["items"][i]["state"] == "done", "run2/clip-{i:02}.mp4: {status}");
+    }
+    let r =
+        request("DELETE", &format!("{}/v1/exports/{id}", c.lb), &[("Authorization", &format!("Bearer {}", c.token))]);
+    assert_eq!(r.status, 409, "a finished job cannot be cancelled");
+    eprintln!("exports: cancelled the second job with {done} of 20 items written");
+}
