@@ -231,7 +231,15 @@ fn openapi_description_and_schemathesis_find_no_server_error() {
     let doc: serde_json::Value =
         serde_json::from_slice(&request("GET", &format!("{}/v1/openapi.json", server.base), &[]).body).unwrap();
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    for p in ["/v1/files/{path}", "/v1/thumbnails/{path}", "/v1/share", "/v1/ingest/{camera}/{file}", "/v1/me"] {
+    for p in [
+        "/v1/files/{path}",
+        "/v1/thumbnails/{path}",
+        "/v1/share",
+        "/v1/ingest/{camera}/{file}",
+        "/v1/me",
+        "/v1/exports",
+        "/v1/exports/{id}",
+    ] {
         assert!(paths.iter().any(|x| x.as_str() == p), "{p} in {paths:?}");
     }
     let st = which("st").expect("schemathesis's `st` (pip install schemathesis; scripts/test.sh does)");
