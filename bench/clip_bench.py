@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A day-long camera timeline: HEAD and first byte of a clip over all of it, server memory, and
-the recordings made into MP4 files by jitmux vs `ffmpeg -c copy -movflags +faststart`.
+the recordings made into MP4 files by jitmux (`jitmux export` into a directory, and GET over
+HTTP) vs `ffmpeg -c copy -movflags +faststart` per playlist.
 
 How the timeline is made: one real 2 s segment (x264, one GOP, AAC; 160x120 so the store stays
 small) is listed `3600 / 2` times in each of `--hours` hourly playlists (24 → 43,200 segments),
@@ -89,8 +90,8 @@ def main():
 
         # The recordings made into MP4 files, N of them, each of distinct segments (a real
         # encode per recording, so no segment is shared through the content-addressed store or
-        # the node cache): jitmux (GET of each full file: every segment read and transmuxed) vs
-        # ffmpeg remuxing each playlist.
+        # the node cache): jitmux (`jitmux export` into a directory, then GET of each full file:
+        # every segment read and transmuxed) vs ffmpeg remuxing each playlist.
         n = args.export
         out = os.path.join(work, "out")
         os.makedirs(out)
@@ -107,6 +108,10 @@ def main():
                        os.path.join(d, "index.m3u8"), capture_output=True, text=True, env=env).stdout.split()[-1]
             names.append((d, path))
         t = time.time()
+        run(*J, "export", "--user", "bench", "--to", os.path.join(work, "exported"),
+            *[path.lstrip("/") for _, path in names], capture_output=True, env=env)
+        te = time.time() - t
+        t = time.time()
         for i, (_, path) in enumerate(names):
             run("curl", "-s", "-f", *auth, "-o", os.path.join(out, f"j{i}.mp4"), f"{base}/v1/files{path}")
         tj = time.time() - t
@@ -116,8 +121,9 @@ def main():
                 "-movflags", "+faststart", os.path.join(out, f"f{i}.mp4"))
         tf = time.time() - t
         size = sum(os.path.getsize(os.path.join(out, f"j{i}.mp4")) for i in range(n)) / 2**20
-        print(f"{n} recordings of {args.export_minutes} min ({size:.0f} MiB) to MP4: jitmux {tj:.2f} s, "
-              f"ffmpeg -c copy -movflags +faststart {tf:.2f} s ({tf / tj:.1f}x)")
+        print(f"{n} recordings of {args.export_minutes} min ({size:.0f} MiB) to MP4 files: "
+              f"jitmux export {te:.2f} s ({tf / te:.1f}x), GET of each over HTTP {tj:.2f} s ({tf / tj:.1f}x), "
+              f"ffmpeg -c copy -movflags +faststart per playlist {tf:.2f} s")
     finally:
         p.kill()
         shutil.rmtree(work, ignore_errors=True)
