@@ -101,6 +101,7 @@ fn clips_across_a_restart_and_a_gap_in_every_mode() {
     }
     let server = env.serve();
     let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_path_buf();
     let (fa, fb) = (out.path().join("a.mp4"), out.path().join("b.mp4"));
     assert_eq!(fetch(&server.url("/cam/2026-03-01/14-00-00.mp4"), &env.token, &fa).status, 200);
     assert_eq!(fetch(&server.url("/cam/2026-03-01/14-00-16.mp4"), &env.token, &fb).status, 200);
@@ -182,6 +183,20 @@ fn clips_across_a_restart_and_a_gap_in_every_mode() {
         assert_eq!(r.status, 206);
         assert_eq!(r.body, whole.body[a..=b]);
     }
+    // Several ranges at once: multipart/byteranges, each part the same bytes of the whole.
+    let r = request(
+        "GET",
+        &clip_url,
+        &[("Authorization", &format!("Bearer {}", env.token)), ("Range", "bytes=0-99,5000-9999,-100")],
+    );
+    assert_eq!(r.status, 206);
+    let parts = crate::multipart::multipart_parts(r.header("content-type").unwrap(), &r.body);
+    let want = [(0, 100), (5000, 10_000), (len - 100, len)];
+    assert_eq!(parts.len(), want.len());
+    for ((cr, bytes), (a, b)) in parts.iter().zip(want) {
+        assert_eq!(cr, &format!("bytes {a}-{}/{len}", b - 1));
+        assert!(bytes[..] == whole.body[a..b], "part {cr}");
+    }
     let r = request("GET", &clip_url, &[("Authorization", &format!("Bearer {}", env.token)), ("If-None-Match", &etag)]);
     assert_eq!(r.status, 304);
     assert_eq!(get(&clip_url, &env.token).body, whole.body, "the same URL gives the same bytes");
@@ -217,6 +232,48 @@ fn clips_across_a_restart_and_a_gap_in_every_mode() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // The first frame Chromium displays is the clip's first (A at 5.5 s), not the pre-roll from
+    // the sync sample at 4 s that the edit list hides.
+    let shot = out_dir.join("chromium-first.rgba");
+    let o = Command::new("node").arg(root().join("tests/tools/first_frame.js")).arg(&url).arg(&shot).output().unwrap();
+    assert!(o.status.success(), "{} {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (w, h) = (info["width"].as_u64().unwrap(), info["height"].as_u64().unwrap());
+    assert_eq!((w, h), (320, 240), "{info}");
+    let shown = std::fs::read(&shot).unwrap();
+    let first_frame = |ignore_editlist: bool| {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-v", "error"]);
+        if ignore_editlist {
+            cmd.args(["-ignore_editlist", "1"]);
+        }
+        let o = cmd
+            .arg("-i")
+            .arg(out_dir.join("clip.mp4"))
+            .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgba", "-"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        o.stdout
+    };
+    // Mean absolute difference of the colour channels, 0–255.
+    let mad = |a: &[u8], b: &[u8]| {
+        assert_eq!(a.len(), b.len());
+        let (sum, n) = a
+            .chunks(4)
+            .zip(b.chunks(4))
+            .fold((0u64, 0u64), |(s, n), (p, q)| (s + (0..3).map(|i| p[i].abs_diff(q[i]) as u64).sum::<u64>(), n + 3));
+        sum as f64 / n as f64
+    };
+    let (to_first, to_preroll) = (mad(&shown, &first_frame(false)), mad(&shown, &first_frame(true)));
+    eprintln!(
+        "clips: Chromium's first frame differs from the clip's first frame by {to_first:.2}, from the pre-roll's by {to_preroll:.2}"
+    );
+    assert!(
+        to_first < 4.0 && to_first * 4.0 < to_preroll,
+        "first displayed frame: {to_first:.2} vs pre-roll {to_preroll:.2}"
+    );
 }
 
 #[test]

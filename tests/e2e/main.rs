@@ -11,6 +11,8 @@ mod exports;
 mod faultproxy;
 mod live;
 mod media;
+#[path = "../support/multipart.rs"]
+mod multipart;
 mod robustness;
 mod s3;
 mod seaweed;
