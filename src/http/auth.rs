@@ -56,6 +56,22 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The caller of a `GET`/`HEAD` of `signed_path` (the path a signed URL names) in `mode`: the
+/// signed URL's user when the query carries `sig`, else the token or session.
+pub async fn reader(
+    state: &AppState,
+    req: &http::Request<()>,
+    signed_path: &str,
+    mode: Mode,
+) -> Result<User, ApiError> {
+    let pairs: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();
+    if pairs.iter().any(|(k, _)| k == "sig") {
+        signed_user(state, signed_path, &pairs, mode).await
+    } else {
+        authenticate(state, req.headers(), false).await
+    }
+}
+
 /// Splits the raw (still percent-encoded) path after `prefix` into decoded segments, and says
 /// whether it ends in `/`. Rejects `.`/`..` segments, encoded slashes or backslashes, NUL and
 /// invalid UTF-8 (400): the tree is virtual, so these can never name a file, and refusing them

@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 
-use super::auth::{authenticate, signed_user, split_path, url_pairs};
+use super::auth::{reader, split_path, url_pairs};
 use super::files::{FileQuery, serve_media};
 use super::{ApiError, AppState};
 use crate::media::{Accuracy, ClipSpan, Cut, Gaps};
@@ -126,12 +126,7 @@ pub async fn clip(State(state): State<AppState>, req: Request) -> Result<Respons
             state.clip_max_ms / 1000
         )));
     }
-    let pairs: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();
-    let user = if pairs.iter().any(|(k, _)| k == "sig") {
-        signed_user(&state, &path.signed_path(), &pairs, q.mode()).await?
-    } else {
-        authenticate(&state, req.headers(), false).await?
-    };
+    let user = reader(&state, &req, &path.signed_path(), q.mode()).await?;
     let cam = state.catalog.camera(user.id, &path.camera).await?.ok_or(ApiError::NotFound)?;
     let inst = state.instances.get(&user);
     let cut = Cut {

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use super::auth::{authenticate, signed_user, split_path, url_pairs};
+use super::auth::{reader, split_path, url_pairs};
 use super::error::ok;
 use super::instance::{Kind, Slot};
 use super::listing::{Entry, listing};
@@ -62,12 +62,7 @@ pub async fn files(State(state): State<AppState>, req: Request) -> Result<Respon
     // A directory plus `.zip`: the directory as one ZIP.
     if !trailing_slash && (1..=2).contains(&segs.len()) && segs.last().is_some_and(|s| s.ends_with(".zip")) {
         let q = FileQuery::parse(req.uri().query())?;
-        let pairs: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();
-        let user = if pairs.iter().any(|(k, _)| k == "sig") {
-            signed_user(&state, &format!("/{}", segs.join("/")), &pairs, q.mode()).await?
-        } else {
-            authenticate(&state, req.headers(), false).await?
-        };
+        let user = reader(&state, &req, &format!("/{}", segs.join("/")), q.mode()).await?;
         let last = segs.last().map(|s| s.trim_end_matches(".zip").to_string()).unwrap_or_default();
         return match segs.as_slice() {
             [_] => super::zips::serve_zip(&state, &user, &last, None, req).await,
@@ -77,12 +72,7 @@ pub async fn files(State(state): State<AppState>, req: Request) -> Result<Respon
     }
     let path = TreePath::from_segments(&segs).ok_or(ApiError::NotFound)?;
     let q = FileQuery::parse(req.uri().query())?;
-    let pairs: Vec<(String, String)> = url_pairs(req.uri().query().unwrap_or("")).collect();
-    let user = if pairs.iter().any(|(k, _)| k == "sig") {
-        signed_user(&state, &path.to_string(), &pairs, q.mode()).await?
-    } else {
-        authenticate(&state, req.headers(), false).await?
-    };
+    let user = reader(&state, &req, &path.to_string(), q.mode()).await?;
     let json =
         req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
     let cat = &state.catalog;
