@@ -190,6 +190,30 @@ pub struct ExportTotals {
     pub errors: Vec<(i64, String)>,
 }
 
+impl ExportTotals {
+    /// `items` counted.
+    pub fn of(items: &[ExportItemRow]) -> ExportTotals {
+        let mut t = ExportTotals::default();
+        for i in items {
+            t.items += 1;
+            match i.state {
+                ItemState::Done => t.done += 1,
+                ItemState::Failed => {
+                    t.failed += 1;
+                    t.errors.push((i.seq, i.error.clone().unwrap_or_default()));
+                }
+                ItemState::Pending => {}
+            }
+            if let Some(n) = i.len_bytes {
+                t.len_bytes += n;
+                t.resolved += 1;
+            }
+            t.bytes_done += i.bytes_done;
+        }
+        t
+    }
+}
+
 /// What renewing a lease found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
@@ -271,24 +295,7 @@ impl Catalog {
 
     /// Job `id`'s items counted.
     pub async fn export_totals(&self, id: ExportId) -> Result<ExportTotals> {
-        let mut t = ExportTotals::default();
-        for i in self.export_items(id).await? {
-            t.items += 1;
-            match i.state {
-                ItemState::Done => t.done += 1,
-                ItemState::Failed => {
-                    t.failed += 1;
-                    t.errors.push((i.seq, i.error.unwrap_or_default()));
-                }
-                ItemState::Pending => {}
-            }
-            if let Some(n) = i.len_bytes {
-                t.len_bytes += n;
-                t.resolved += 1;
-            }
-            t.bytes_done += i.bytes_done;
-        }
-        Ok(t)
+        Ok(ExportTotals::of(&self.export_items(id).await?))
     }
 
     /// Cancels job `id` of `user` if it is queued or running; returns the job as it is then

@@ -139,27 +139,6 @@ fn zip_ready(job: &ExportJob, totals: &ExportTotals) -> bool {
     matches!(job.state, Succeeded | Failed) && totals.done > 0
 }
 
-fn totals_of(items: &[ExportItemRow]) -> ExportTotals {
-    let mut t = ExportTotals::default();
-    for i in items {
-        t.items += 1;
-        match i.state {
-            crate::catalog::ItemState::Done => t.done += 1,
-            crate::catalog::ItemState::Failed => {
-                t.failed += 1;
-                t.errors.push((i.seq, i.error.clone().unwrap_or_default()));
-            }
-            crate::catalog::ItemState::Pending => {}
-        }
-        if let Some(n) = i.len_bytes {
-            t.len_bytes += n;
-            t.resolved += 1;
-        }
-        t.bytes_done += i.bytes_done;
-    }
-    t
-}
-
 fn bad(m: impl Into<String>) -> ApiError {
     ApiError::BadRequest(m.into())
 }
@@ -268,7 +247,7 @@ pub async fn get_one(State(state): State<AppState>, req: Request) -> Result<Resp
     let (job, items) = state.catalog.export(user.id, id).await?.ok_or(ApiError::NotFound)?;
     let dest: Destination = serde_json::from_str(&job.destination).unwrap_or(Destination::Zip(Default::default()));
     if zip {
-        if !matches!(dest, Destination::Zip(_)) || !zip_ready(&job, &totals_of(&items)) {
+        if !matches!(dest, Destination::Zip(_)) || !zip_ready(&job, &ExportTotals::of(&items)) {
             return Err(ApiError::Conflict("only a finished job to a ZIP that exported something has a ZIP".into()));
         }
         return serve_job_zip(&state, &user, job.id, items, req).await;
@@ -295,7 +274,7 @@ pub async fn get_one(State(state): State<AppState>, req: Request) -> Result<Resp
             spec: serde_json::from_str(&i.spec).unwrap_or(ExportItem { clip: None, path: None, name: None }),
         })
         .collect();
-    Ok(axum::Json(status(&job, &totals_of(&items), Some(rows))).into_response())
+    Ok(axum::Json(status(&job, &ExportTotals::of(&items), Some(rows))).into_response())
 }
 
 /// Cancels a queued or running job: no item is started after it, the one being written is
