@@ -684,6 +684,16 @@ fn an_export_of_20_clips_to_s3_outlives_a_killed_node_and_cancels() {
     let (_, big) = s3_get(&c, "exports/alice/run1/clip-10.mp4");
     assert!(big.len() > 8 << 20, "the whole-recording clip went up in parts ({} bytes)", big.len());
 
+    // `jitmux export` into the bucket from the command line: the same object again; run twice,
+    // it keeps what is there.
+    let list = work.path().join("items.json");
+    let one = serde_json::json!([{"clip": items[0]["spec"]["clip"].clone(), "name": "cli-00.mp4"}]);
+    std::fs::write(&list, one.to_string()).unwrap();
+    let args = ["export", "--user", "alice", "--to", "s3://exports/alice/cli/", "--items", list.to_str().unwrap()];
+    assert!(c.cli(&args).contains("1 written"));
+    assert!(s3_get(&c, "exports/alice/cli/cli-00.mp4").1 == s3_get(&c, "exports/alice/run1/clip-00.mp4").1);
+    assert!(c.cli(&args).contains("1 kept"));
+
     // Cancel: a second job, stopped after a few items; nothing more is written.
     let id2 = post_export(
         &c,
