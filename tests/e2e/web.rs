@@ -194,7 +194,10 @@ fn playwright_signs_in_sees_thumbnails_plays_and_watches_live() {
     let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     let steps = v["steps"].as_array().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
-    assert_eq!(names, ["signed in", "thumbnails", "played to end", "stream duration", "exported", "hevc", "watched live"]);
+    assert_eq!(
+        names,
+        ["signed in", "thumbnails", "played to end", "stream duration", "exported", "hevc", "watched live"]
+    );
     assert_eq!(steps[1]["cards"], 2, "both recordings of the day listed with thumbnails");
     let played = &steps[2];
     let listed = played["listedS"].as_f64().unwrap();
