@@ -552,18 +552,8 @@ fn a_drained_node_finishes_downloads_ends_streams_on_fragments_and_loses_no_segm
 /// `GET` of `bucket/key` on the cluster's S3 server, signed with its keys: (status, body).
 fn s3_get(c: &Cluster, bucket_key: &str) -> (u16, Vec<u8>) {
     let var = |k: &str| c.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
-        .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
-        .arg(format!("{}:{}", var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")))
-        .arg(format!("{}/{bucket_key}", var("AWS_ENDPOINT_URL")))
-        .output()
-        .unwrap();
-    let mut body = out.stdout;
-    let nl = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-    let status = String::from_utf8_lossy(&body[nl + 1..]).trim().parse().unwrap_or(0);
-    body.truncate(nl);
-    (status, body)
+    let user = format!("{}:{}", var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"));
+    crate::seaweed::signed_curl(&var("AWS_ENDPOINT_URL"), &user, "GET", &format!("/{bucket_key}"))
 }
 
 fn job(c: &Cluster, id: i64) -> serde_json::Value {

@@ -82,17 +82,7 @@ impl Seaweed {
 
     /// A signed request with curl: (status, body).
     pub fn curl(&self, method: &str, path_and_query: &str) -> (u16, Vec<u8>) {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
-            .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "jitmuxtest:jitmuxtestsecret"])
-            .arg(format!("{}{path_and_query}", self.endpoint()))
-            .output()
-            .unwrap();
-        let mut body = out.stdout;
-        let nl = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-        let status = String::from_utf8_lossy(&body[nl + 1..]).trim().parse().unwrap_or(0);
-        body.truncate(nl);
-        (status, body)
+        signed_curl(&self.endpoint(), "jitmuxtest:jitmuxtestsecret", method, path_and_query)
     }
 
     /// Keys under `bucket/prefix` (first 1000).
@@ -104,6 +94,22 @@ impl Seaweed {
         let text = String::from_utf8_lossy(&body);
         text.split("<Key>").skip(1).filter_map(|s| s.split("</Key>").next()).map(str::to_string).collect()
     }
+}
+
+/// A SigV4-signed request with curl to the S3 server at `endpoint` with `user` (`KEY:SECRET`):
+/// (status, body).
+pub fn signed_curl(endpoint: &str, user: &str, method: &str, path_and_query: &str) -> (u16, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+        .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", user])
+        .arg(format!("{endpoint}{path_and_query}"))
+        .output()
+        .unwrap();
+    let mut body = out.stdout;
+    let nl = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let status = String::from_utf8_lossy(&body[nl + 1..]).trim().parse().unwrap_or(0);
+    body.truncate(nl);
+    (status, body)
 }
 
 impl Drop for Seaweed {
