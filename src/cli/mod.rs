@@ -213,6 +213,10 @@ enum Cmd {
         /// Gaps in the clips named on the command line: keep, collapse or refuse.
         #[arg(long, default_value = "keep")]
         gaps: String,
+        /// Items written at once (each item is one read-transmux-write stream; two keep two
+        /// cores busy).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
         /// Items: CAMERA/DAY/NAME.mp4 (a recording) or CAMERA/START_END.mp4 (a clip, RFC 3339
         /// times, as /v1/clips names it).
         paths: Vec<String>,
@@ -384,8 +388,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Camera { cmd: CameraCmd::Add { user, camera } } => camera_add(&catalog, &user, &camera).await,
         Cmd::Share { user, path, expires, modes, base } => share(&catalog, &user, &path, &expires, &modes, &base).await,
         Cmd::Keys { cmd } => keys(&catalog, cmd).await,
-        Cmd::Export { user, to, items, accuracy, gaps, paths } => {
-            export(catalog, store, &user, &to, items, &accuracy, &gaps, paths).await
+        Cmd::Export { user, to, items, accuracy, gaps, parallel, paths } => {
+            export(catalog, store, &user, &to, items, &accuracy, &gaps, parallel.into(), paths).await
         }
         Cmd::Demo { listen } => demo(catalog, store, listen).await,
     }
@@ -754,7 +758,7 @@ fn host_name() -> String {
         .unwrap_or_else(|| "jitmux".into())
 }
 
-/// `jitmux export`: the items one after the other into `to`, with a progress bar of bytes.
+/// `jitmux export`: the items into `to`, `parallel` at a time, with a progress bar of bytes.
 #[allow(clippy::too_many_arguments)]
 async fn export(
     catalog: Catalog,
@@ -764,9 +768,11 @@ async fn export(
     items_file: Option<PathBuf>,
     accuracy: &str,
     gaps: &str,
+    parallel: usize,
     paths: Vec<String>,
 ) -> Result<(), Failure> {
     use crate::jobs::export::{ClipItem, CopyError, ExportItem, Items, Progress, Target, Writer, copy};
+    use futures::StreamExt as _;
     let user = user_of(&catalog, user).await?;
     let mut items: Vec<ExportItem> = match &items_file {
         Some(f) => {
@@ -834,48 +840,69 @@ async fn export(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let (mut written, mut kept) = (0usize, 0usize);
-    for (item, name, len) in resolved {
-        let at = bar.position();
-        bar.set_message(name.clone());
-        let existing = target.existing_len(name).await.map_err(|e| Failure(1, e))?;
-        if existing == Some(len) {
-            bar.suspend(|| println!("kept {} ({len} bytes, already there)", target.location(name)));
-            bar.set_position(at + len);
-            kept += 1;
-            continue;
-        }
-        let outcome = async {
-            let r = source.resolve(user.id, item).await.map_err(CopyError::Failed)?;
-            let w = Writer::open(&target, name, r.len_bytes).await.map_err(CopyError::Failed)?;
-            let progress = Progress::new();
-            let tick = async {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    bar.set_position(at + progress.bytes.load(std::sync::atomic::Ordering::Relaxed));
+    /// How one item ended.
+    enum Outcome {
+        Kept,
+        Wrote,
+        Failed,
+    }
+    let outcomes: Vec<Result<Outcome, Failure>> = futures::stream::iter(resolved)
+        .map(|(item, name, len)| {
+            let (bar, target, source) = (&bar, &target, &source);
+            async move {
+                let existing = target.existing_len(name).await.map_err(|e| Failure(1, e))?;
+                if existing == Some(len) {
+                    bar.suspend(|| println!("kept {} ({len} bytes, already there)", target.location(name)));
+                    bar.inc(len);
+                    return Ok::<_, Failure>(Outcome::Kept);
                 }
-            };
-            tokio::select! {
-                r = copy(r, w, &progress, None) => r,
-                _ = tick => unreachable!("the ticker never ends"),
+                // This item's share of the bar: what `copy` reports, added as it grows.
+                let shown = std::sync::atomic::AtomicU64::new(0);
+                let show =
+                    |now: u64| bar.inc(now.saturating_sub(shown.swap(now, std::sync::atomic::Ordering::Relaxed)));
+                let outcome = async {
+                    let r = source.resolve(user.id, item).await.map_err(CopyError::Failed)?;
+                    let w = Writer::open(target, name, r.len_bytes).await.map_err(CopyError::Failed)?;
+                    let progress = Progress::new();
+                    let tick = async {
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            show(progress.bytes.load(std::sync::atomic::Ordering::Relaxed));
+                        }
+                    };
+                    tokio::select! {
+                        r = copy(r, w, &progress, None) => r,
+                        _ = tick => unreachable!("the ticker never ends"),
+                    }
+                }
+                .await;
+                show(len);
+                Ok(match outcome {
+                    Ok(_crc) => {
+                        bar.suspend(|| println!("wrote {} ({len} bytes)", target.location(name)));
+                        Outcome::Wrote
+                    }
+                    Err(e) => {
+                        let why = match e {
+                            CopyError::Failed(e) => e,
+                            CopyError::Stopped(s) => format!("{s:?}"),
+                        };
+                        bar.suspend(|| eprintln!("failed {}: {why}", target.location(name)));
+                        Outcome::Failed
+                    }
+                })
             }
-        }
+        })
+        .buffer_unordered(parallel.max(1))
+        .collect()
         .await;
-        match outcome {
-            Ok(_crc) => {
-                bar.suspend(|| println!("wrote {} ({len} bytes)", target.location(name)));
-                written += 1;
-            }
-            Err(e) => {
-                let why = match e {
-                    CopyError::Failed(e) => e,
-                    CopyError::Stopped(s) => format!("{s:?}"),
-                };
-                bar.suspend(|| eprintln!("failed {}: {why}", target.location(name)));
-                failed += 1;
-            }
+    let (mut written, mut kept) = (0usize, 0usize);
+    for o in outcomes {
+        match o? {
+            Outcome::Kept => kept += 1,
+            Outcome::Wrote => written += 1,
+            Outcome::Failed => failed += 1,
         }
-        bar.set_position(at + len);
     }
     bar.finish_and_clear();
     println!("exported {} items to {to}: {written} written, {kept} kept, {failed} failed", items.len());
