@@ -772,7 +772,7 @@ async fn export(
     paths: Vec<String>,
 ) -> Result<(), Failure> {
     use crate::jobs::export::{ClipItem, CopyError, ExportItem, Items, Progress, Target, Writer, copy};
-    use futures::StreamExt as _;
+    use futures::{StreamExt as _, TryStreamExt as _};
     let user = user_of(&catalog, user).await?;
     let mut items: Vec<ExportItem> = match &items_file {
         Some(f) => {
@@ -846,10 +846,11 @@ async fn export(
         Wrote,
         Failed,
     }
-    let outcomes: Vec<Result<Outcome, Failure>> = futures::stream::iter(resolved)
+    let (written, kept, failed_now) = futures::stream::iter(resolved)
         .map(|(item, name, len)| {
             let (bar, target, source) = (&bar, &target, &source);
             async move {
+                bar.set_message(name.clone());
                 let existing = target.existing_len(name).await.map_err(|e| Failure(1, e))?;
                 if existing == Some(len) {
                     bar.suspend(|| println!("kept {} ({len} bytes, already there)", target.location(name)));
@@ -894,16 +895,16 @@ async fn export(
             }
         })
         .buffer_unordered(parallel.max(1))
-        .collect()
-        .await;
-    let (mut written, mut kept) = (0usize, 0usize);
-    for o in outcomes {
-        match o? {
-            Outcome::Kept => kept += 1,
-            Outcome::Wrote => written += 1,
-            Outcome::Failed => failed += 1,
-        }
-    }
+        // The first error that is not an item's own (the target unreadable) stops the export.
+        .try_fold((0usize, 0usize, 0usize), |(w, k, f), o| async move {
+            Ok(match o {
+                Outcome::Kept => (w, k + 1, f),
+                Outcome::Wrote => (w + 1, k, f),
+                Outcome::Failed => (w, k, f + 1),
+            })
+        })
+        .await?;
+    failed += failed_now;
     bar.finish_and_clear();
     println!("exported {} items to {to}: {written} written, {kept} kept, {failed} failed", items.len());
     if failed > 0 {
