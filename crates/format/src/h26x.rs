@@ -54,18 +54,13 @@ impl<'a> Iterator for NalUnits<'a> {
     }
 }
 
-/// Position of the first byte of the next `00 00 01` at or after `from`. Scans for the `01`
-/// byte with `memchr` (SIMD) and checks the two bytes before it.
+/// Position of the first byte of the next `00 00 01` at or after `from`. A substring search
+/// (`memchr::memmem`, SIMD) that tests the first and last needle bytes together: in coded video
+/// a `01` byte is common, a `00` two bytes before it rare (emulation prevention).
 fn find_start_code(b: &[u8], from: usize) -> Option<usize> {
-    let mut i = from + 2;
-    while i < b.len() {
-        let j = i + memchr::memchr(1, &b[i..])?;
-        if b[j - 1] == 0 && b[j - 2] == 0 {
-            return Some(j - 2);
-        }
-        i = j + 1;
-    }
-    None
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(b"\0\0\x01"));
+    b.get(from..).and_then(|rest| finder.find(rest)).map(|i| from + i)
 }
 
 /// Size in bytes of [`annexb_to_length_prefixed`]'s output for `es`: 4 + size of each NAL unit.

@@ -115,20 +115,51 @@ fn transmux_inner(track: &TrackIndex, chunk: &Chunk, src: &[u8], out: &mut Vec<u
     if src.len() as u64 != chunk.src_end - chunk.src_start {
         bail_at!(0, "chunk source is {} bytes, index says {}", src.len(), chunk.src_end - chunk.src_start);
     }
-    check_packets(src)?;
+    check_length(src)?;
     let first = chunk.first_sample as usize;
     let Some(samples) = track.samples.get(first..first + chunk.samples as usize) else {
         bail_at!(0, "chunk samples out of range");
     };
     let pid = track.config.source_id;
-    let mut es = EsCollector::new(false, src.len());
+    // The elementary stream buffer is the thread's, reused from chunk to chunk: a fresh one per
+    // chunk would fault its pages in anew each time.
+    thread_local! {
+        static ES_BYTES: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut es = EsCollector::new(false, 0);
+    es.bytes = ES_BYTES.take();
+    es.bytes.clear();
+    es.bytes.reserve(src.len());
+    let r = collect_and_convert(track, chunk, samples, pid, &mut es, src, out);
+    if es.bytes.capacity() <= 64 << 20 {
+        ES_BYTES.set(std::mem::take(&mut es.bytes));
+    }
+    r
+}
+
+/// The rest of [`transmux_inner`]: `es` empty, with room for `src`.
+fn collect_and_convert(
+    track: &TrackIndex,
+    chunk: &Chunk,
+    samples: &[Sample],
+    pid: u32,
+    es: &mut EsCollector,
+    src: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
+    let first = chunk.first_sample as usize;
+    // One pass over the packets: sync bytes checked as they are parsed.
     for (i, pkt) in src.chunks_exact(PKT).enumerate() {
         let off = (i * PKT) as u64;
+        if pkt[0] != 0x47 {
+            bail_at!(off, "lost sync at offset {off}");
+        }
         let p = parse_packet(pkt, off)?;
         if p.pid as u32 == pid {
             es.push(&p, off)?;
         }
     }
+    let es = &*es;
     out.reserve(chunk.len_bytes as usize);
     let start = out.len();
     let mut n = 0usize;
@@ -141,7 +172,7 @@ fn transmux_inner(track: &TrackIndex, chunk: &Chunk, src: &[u8], out: &mut Vec<u
     };
     match track.config.codec {
         Codec::H264 | Codec::H265 => {
-            for au in access_units(&es) {
+            for au in access_units(es) {
                 let len = h26x::annexb_to_length_prefixed(es.au_bytes(&au), out);
                 check(n, len, es.pes[au.first].pos)?;
                 n += 1;
@@ -181,13 +212,19 @@ fn whole_segment_chunk(samples: &[Sample], src_end: u64) -> Chunk {
 /// Checks the 188-byte packet structure: a sync byte 0x47 at every packet start and a length that
 /// is a non-zero multiple of 188.
 fn check_packets(data: &[u8]) -> Result<(), FormatError> {
-    if data.is_empty() {
-        bail_at!(0, "empty segment");
-    }
+    check_length(data)?;
     for (i, pkt) in data.chunks_exact(PKT).enumerate() {
         if pkt[0] != 0x47 {
             bail_at!(i * PKT, "lost sync at offset {}", i * PKT);
         }
+    }
+    Ok(())
+}
+
+/// Checks that `data` is a non-empty whole number of 188-byte packets.
+fn check_length(data: &[u8]) -> Result<(), FormatError> {
+    if data.is_empty() {
+        bail_at!(0, "empty segment");
     }
     let trailing = data.len() % PKT;
     if trailing != 0 {
