@@ -46,14 +46,21 @@ impl ObjectStore for LocalDirStore {
         let owned = key.to_string();
         blocking(key, move || {
             let key = owned;
-            use std::os::unix::fs::FileExt;
+            use std::io::{Read, Seek};
             let f = std::fs::File::open(&path).map_err(io(&key))?;
             let len = f.metadata().map_err(io(&key))?.len();
             if range.end > len || range.start > range.end {
                 return Err(StoreError::BadRange { key: key.clone(), start: range.start, end: range.end, len });
             }
-            let mut buf = vec![0u8; (range.end - range.start) as usize];
-            f.read_exact_at(&mut buf, range.start).map_err(io(&key))?;
+            let n = range.end - range.start;
+            // Read into the buffer's spare capacity: no zeroing of bytes about to be overwritten.
+            let mut buf = Vec::with_capacity(n as usize);
+            let mut f = f;
+            f.seek(std::io::SeekFrom::Start(range.start)).map_err(io(&key))?;
+            f.take(n).read_to_end(&mut buf).map_err(io(&key))?;
+            if buf.len() as u64 != n {
+                return Err(io(&key)(std::io::ErrorKind::UnexpectedEof.into()));
+            }
             Ok(Bytes::from(buf))
         })
         .await
