@@ -257,7 +257,7 @@ const DIRECT_ALIGN: usize = 4096;
 pub struct FileWriter {
     /// The file and the spare buffer, or the batch being written (which gives both back).
     slot: FileSlot,
-    /// The buffer being filled: `fill` bytes from offset `align` of `buf`.
+    /// The buffer being filled: `fill` bytes of its [`aligned`] part.
     buf: Vec<u8>,
     fill: usize,
     /// Bytes handed to the blocking pool so far (the file offset of `buf`).
@@ -331,8 +331,7 @@ impl FileWriter {
         }
     }
 
-    async fn write(&mut self, data: Bytes) -> Result<(), String> {
-        let mut data = &data[..];
+    async fn write(&mut self, mut data: &[u8]) -> Result<(), String> {
         while !data.is_empty() {
             let n = data.len().min(FILE_BATCH_BYTES - self.fill);
             aligned(&mut self.buf)[self.fill..self.fill + n].copy_from_slice(&data[..n]);
@@ -345,8 +344,8 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Waits for the batch being written, then starts writing the filled buffer (all of it, or
-    /// with `last` its `fill` bytes padded to [`DIRECT_ALIGN`]).
+    /// Waits for the batch being written, then starts writing the buffer's `fill` bytes (the
+    /// last block zero-padded, [`write_batch`]); the written buffer becomes the one to fill.
     async fn start_batch(&mut self) -> Result<(), String> {
         let (file, spare) = self.idle().await?;
         let mut full = std::mem::replace(&mut self.buf, spare);
@@ -444,10 +443,10 @@ impl Writer {
     }
 
     /// Writes the next bytes.
-    pub async fn write(&mut self, data: Bytes) -> Result<(), String> {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), String> {
         match self {
             Writer::S3 { s3, bucket, key, upload_id: Some(id), parts, buf, .. } => {
-                let mut data = &data[..];
+                let mut data = data;
                 while !data.is_empty() {
                     let n = (PART_BYTES - buf.len()).min(data.len());
                     buf.extend_from_slice(&data[..n]);
@@ -462,7 +461,7 @@ impl Writer {
                 Ok(())
             }
             Writer::S3 { buf, .. } => {
-                buf.extend_from_slice(&data);
+                buf.extend_from_slice(data);
                 Ok(())
             }
             Writer::File(f) => f.write(data).await,
@@ -585,13 +584,12 @@ pub async fn copy(
             Some(Ok(p)) => p,
         };
         crc.update(&piece);
-        let n = piece.len() as u64;
-        if let Err(e) = writer.write(piece).await {
+        if let Err(e) = writer.write(&piece).await {
             break CopyError::Failed(e);
         }
-        done += n;
+        done += piece.len() as u64;
         progress.bytes.store(done, Ordering::Relaxed);
-        metrics::counter!("jitmux_export_bytes_total").increment(n);
+        metrics::counter!("jitmux_export_bytes_total").increment(piece.len() as u64);
         if let Some(rate) = rate.filter(|&r| r > 0) {
             // Paced in short sleeps, so that a stop is seen within 100 ms.
             let due = Duration::from_secs_f64(done as f64 / rate as f64);
@@ -861,7 +859,7 @@ mod tests {
                     break;
                 }
                 let n = (*n).min(len - at);
-                w.write(Bytes::copy_from_slice(&data[at..at + n])).await.unwrap();
+                w.write(&data[at..at + n]).await.unwrap();
                 at += n;
             }
             w.finish().await.unwrap();
@@ -870,7 +868,7 @@ mod tests {
         }
         // An abandoned item leaves nothing behind.
         let mut w = Writer::open(&target, "gone.mp4", 10).await.unwrap();
-        w.write(Bytes::from_static(b"01234")).await.unwrap();
+        w.write(b"01234").await.unwrap();
         w.abort().await;
         assert!(!dir.path().join("gone.mp4").exists() && !dir.path().join("gone.mp4.part").exists());
     }

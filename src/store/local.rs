@@ -47,7 +47,7 @@ impl ObjectStore for LocalDirStore {
         blocking(key, move || {
             let key = owned;
             use std::io::{Read, Seek};
-            let f = std::fs::File::open(&path).map_err(io(&key))?;
+            let mut f = std::fs::File::open(&path).map_err(io(&key))?;
             let len = f.metadata().map_err(io(&key))?.len();
             if range.end > len || range.start > range.end {
                 return Err(StoreError::BadRange { key: key.clone(), start: range.start, end: range.end, len });
@@ -55,7 +55,6 @@ impl ObjectStore for LocalDirStore {
             let n = range.end - range.start;
             // Read into the buffer's spare capacity: no zeroing of bytes about to be overwritten.
             let mut buf = Vec::with_capacity(n as usize);
-            let mut f = f;
             f.seek(std::io::SeekFrom::Start(range.start)).map_err(io(&key))?;
             f.take(n).read_to_end(&mut buf).map_err(io(&key))?;
             if buf.len() as u64 != n {

@@ -50,7 +50,7 @@ pub struct TsSegment {
 /// of the same track in `carry` (the last parameter sets this stream sent, in an earlier
 /// segment); the sample entries found are remembered in `carry` for the next segment.
 pub fn index_segment_with(data: &[u8], carry: &mut ParamCarry) -> Result<TsSegment, FormatError> {
-    check_packets(data)?;
+    check_length(data)?;
     let streams = find_streams(data)?;
     let mut collectors: Vec<EsCollector> =
         streams.carried.iter().map(|st| EsCollector::new(st.codec.kind() == TrackKind::Audio, 0)).collect();
@@ -121,45 +121,47 @@ fn transmux_inner(track: &TrackIndex, chunk: &Chunk, src: &[u8], out: &mut Vec<u
         bail_at!(0, "chunk samples out of range");
     };
     let pid = track.config.source_id;
-    // The elementary stream buffer is the thread's, reused from chunk to chunk: a fresh one per
-    // chunk would fault its pages in anew each time.
+    with_thread_es(src.len(), |es| {
+        for (i, pkt) in src.chunks_exact(PKT).enumerate() {
+            let off = (i * PKT) as u64;
+            let p = parse_packet(pkt, off)?;
+            if p.pid as u32 == pid {
+                es.push(&p, off)?;
+            }
+        }
+        convert(track, chunk, samples, es, out)
+    })
+}
+
+/// Runs `f` with an empty collector (no packet tracking) whose buffer, with room for `capacity`
+/// bytes, is this thread's and reused from call to call: a fresh one per chunk would fault its
+/// pages in anew each time. A buffer grown past 64 MiB is not kept.
+fn with_thread_es<T>(capacity: usize, f: impl FnOnce(&mut EsCollector) -> T) -> T {
     thread_local! {
         static ES_BYTES: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
     let mut es = EsCollector::new(false, 0);
     es.bytes = ES_BYTES.take();
     es.bytes.clear();
-    es.bytes.reserve(src.len());
-    let r = collect_and_convert(track, chunk, samples, pid, &mut es, src, out);
+    es.bytes.reserve(capacity);
+    let r = f(&mut es);
     if es.bytes.capacity() <= 64 << 20 {
         ES_BYTES.set(std::mem::take(&mut es.bytes));
     }
     r
 }
 
-/// The rest of [`transmux_inner`]: `es` empty, with room for `src`.
-fn collect_and_convert(
+/// The rest of [`transmux_chunk`]: the collected samples of `es` (the chunk's `samples` of
+/// `track`) appended to `out`, each checked against the index.
+fn convert(
     track: &TrackIndex,
     chunk: &Chunk,
     samples: &[Sample],
-    pid: u32,
-    es: &mut EsCollector,
-    src: &[u8],
+    es: &EsCollector,
     out: &mut Vec<u8>,
 ) -> Result<(), FormatError> {
     let first = chunk.first_sample as usize;
-    // One pass over the packets: sync bytes checked as they are parsed.
-    for (i, pkt) in src.chunks_exact(PKT).enumerate() {
-        let off = (i * PKT) as u64;
-        if pkt[0] != 0x47 {
-            bail_at!(off, "lost sync at offset {off}");
-        }
-        let p = parse_packet(pkt, off)?;
-        if p.pid as u32 == pid {
-            es.push(&p, off)?;
-        }
-    }
-    let es = &*es;
+    let src_len = (chunk.src_end - chunk.src_start) as usize;
     out.reserve(chunk.len_bytes as usize);
     let start = out.len();
     let mut n = 0usize;
@@ -189,10 +191,10 @@ fn collect_and_convert(
         }
     }
     if n != samples.len() {
-        bail_at!(src.len(), "chunk has {n} samples, index says {}", samples.len());
+        bail_at!(src_len, "chunk has {n} samples, index says {}", samples.len());
     }
     if (out.len() - start) as u64 != chunk.len_bytes {
-        bail_at!(src.len(), "chunk is {} bytes, index says {}", out.len() - start, chunk.len_bytes);
+        bail_at!(src_len, "chunk is {} bytes, index says {}", out.len() - start, chunk.len_bytes);
     }
     Ok(())
 }
@@ -209,19 +211,8 @@ fn whole_segment_chunk(samples: &[Sample], src_end: u64) -> Chunk {
     }
 }
 
-/// Checks the 188-byte packet structure: a sync byte 0x47 at every packet start and a length that
-/// is a non-zero multiple of 188.
-fn check_packets(data: &[u8]) -> Result<(), FormatError> {
-    check_length(data)?;
-    for (i, pkt) in data.chunks_exact(PKT).enumerate() {
-        if pkt[0] != 0x47 {
-            bail_at!(i * PKT, "lost sync at offset {}", i * PKT);
-        }
-    }
-    Ok(())
-}
-
-/// Checks that `data` is a non-empty whole number of 188-byte packets.
+/// Checks that `data` is a non-empty whole number of 188-byte packets (the sync byte of each is
+/// checked as it is parsed, [`parse_packet`]).
 fn check_length(data: &[u8]) -> Result<(), FormatError> {
     if data.is_empty() {
         bail_at!(0, "empty segment");
@@ -248,6 +239,9 @@ struct Packet<'a> {
 /// Parses a transport packet header and adaptation field length (ISO/IEC 13818-1 §2.4.3.2,
 /// §2.4.3.4); `off` is the packet's byte offset, for errors.
 fn parse_packet(pkt: &[u8], off: u64) -> Result<Packet<'_>, FormatError> {
+    if pkt[0] != 0x47 {
+        bail_at!(off, "lost sync at offset {off}");
+    }
     let pusi = pkt[1] & 0x40 != 0;
     let pid = u16::from_be_bytes([pkt[1] & 0x1f, pkt[2]]);
     let afc = (pkt[3] >> 4) & 3;
