@@ -1,5 +1,6 @@
 //! The media layer alone: any byte range of a file and its quasi-stream are made with no HTTP
-//! request and no `AppState`, and they equal the bytes the server sends for the same file.
+//! request and no `AppState`, and they equal the bytes the server sends for the same file; so
+//! does a whole file made into a writer's buffers (what an export writes).
 
 use std::sync::Arc;
 
@@ -12,6 +13,28 @@ use jitmux::http::{AppState, app};
 use jitmux::media::{self, File, UserMedia};
 use jitmux::store::{LocalDirStore, ObjectStore};
 use tower::ServiceExt;
+
+/// The whole of `file` made by a [`media::Filler`] into buffers of `upto` bytes, each checked to
+/// be filled to `upto` (but the last) without being reallocated.
+async fn filled(catalog: &Catalog, media: &Arc<UserMedia>, file: &File, upto: usize) -> Vec<u8> {
+    let mut f = media::filler(catalog.clone(), media.clone(), file.clone());
+    let (mut out, mut last) = (Vec::new(), false);
+    loop {
+        // A prefix already in the buffer (as a direct-I/O buffer's alignment padding) is kept.
+        let mut buf = Vec::with_capacity(upto + 3);
+        buf.extend_from_slice(b"pad");
+        let cap = buf.capacity();
+        let buf = f.fill(buf, upto + 3).await.unwrap();
+        assert_eq!(buf.capacity(), cap, "a fill never reallocates");
+        assert_eq!(&buf[..3], b"pad");
+        if buf.len() == 3 {
+            return out;
+        }
+        assert!(!last, "only the last buffer is short");
+        last = buf.len() < upto + 3;
+        out.extend_from_slice(&buf[3..]);
+    }
+}
 
 async fn server_bytes(app: &axum::Router, token: &str, uri: &str, range: Option<String>) -> (u16, Vec<u8>) {
     let mut req = Request::get(uri).header("authorization", format!("Bearer {token}"));
@@ -53,6 +76,7 @@ async fn any_range_and_the_stream_through_media_equal_what_the_server_sends() {
             .await
             .unwrap();
         let uri = format!("/v1/files/{set}/{}/{}.mp4", rec.day, rec.name);
+        let (camera, rec_start) = (rec.camera_id, rec.start_ms);
         let file = File::whole(rec);
         let len = file.len_bytes();
 
@@ -60,6 +84,25 @@ async fn any_range_and_the_stream_through_media_equal_what_the_server_sends() {
         let (status, sent) = server_bytes(&router, &token, &uri, None).await;
         assert_eq!(status, 200);
         assert!(whole[..] == sent[..], "{set}: the whole file");
+
+        // Made into buffers: smaller than the head, odd, larger than chunks, larger than the file.
+        for upto in [1000, 65_537, 1 << 20, 8 << 20] {
+            assert!(filled(&catalog, &media, &file, upto).await == whole, "{set}: filled, {upto}-byte buffers");
+        }
+        // Frame-accurate clips from inside a GOP to inside another: chunks cut at both ends.
+        for (from, to) in [(1_300, 5_700), (2_010, 2_990)] {
+            let cut = media::Cut {
+                start_ms: rec_start + from,
+                end_ms: rec_start + to,
+                accuracy: media::Accuracy::Frame,
+                gaps: media::Gaps::Keep,
+            };
+            let clip = media::open_clip(&catalog, &media, camera, cut).await.unwrap();
+            let want = media::read_range(&catalog, &media, &clip, 0..clip.len_bytes()).await.unwrap();
+            for upto in [4_099, 1 << 20] {
+                assert!(filled(&catalog, &media, &clip, upto).await == want, "{set}: clip {from}..{to} ms, {upto}");
+            }
+        }
 
         // Ranges anywhere: in the head, across head and mdat, inside and across chunks, the end.
         let head = file.head_len_bytes();

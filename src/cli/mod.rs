@@ -879,7 +879,7 @@ async fn export(
                         }
                     };
                     tokio::select! {
-                        r = copy(r, w, &progress, None) => r,
+                        r = copy(r, w, &progress, None, false) => r,
                         _ = tick => unreachable!("the ticker never ends"),
                     }
                 }

@@ -15,13 +15,12 @@ use async_trait::async_trait;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::auth::{Caller, authenticate, split_path};
 use super::{ApiError, AppState};
 use crate::catalog::{ExportItemRow, ExportJob, ExportTotals};
-use crate::jobs::export::{Destination, ExportItem, Items, Resolved, Target, check_destination};
+use crate::jobs::export::{Destination, ExportItem, Items, Resolved, Source, Target, check_destination};
 use crate::media::{Accuracy, Cut, File, Gaps};
 use crate::model::{ExportId, TreePath, UserId, parse_rfc3339_ms, rfc3339};
 
@@ -372,6 +371,16 @@ async fn resolve(state: &AppState, user: &crate::catalog::User, item: &ExportIte
     }
 }
 
+/// An item's bytes made by the media layer straight into the export writer's buffers.
+struct FileSource(crate::media::Filler);
+
+#[async_trait]
+impl Source for FileSource {
+    async fn fill(&mut self, buf: Vec<u8>, upto: usize) -> Result<Vec<u8>, String> {
+        self.0.fill(buf, upto).await.map_err(|e| e.to_string())
+    }
+}
+
 #[async_trait]
 impl Items for TreeItems {
     async fn resolve(&self, user: UserId, item: &ExportItem) -> Result<Resolved, String> {
@@ -381,12 +390,6 @@ impl Items for TreeItems {
         let media = state.instances.get(&user).media.clone();
         let catalog = state.catalog.clone();
         let (len_bytes, etag) = (file.len_bytes(), file.etag().to_string());
-        Ok(Resolved {
-            len_bytes,
-            etag,
-            open: Box::new(move || {
-                crate::media::body(catalog, media, file, 0..len_bytes).map(|r| r.map_err(|e| e.to_string())).boxed()
-            }),
-        })
+        Ok(Resolved { len_bytes, etag, source: Box::new(FileSource(crate::media::filler(catalog, media, file))) })
     }
 }

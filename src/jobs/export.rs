@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, CatalogError, ExportJob, ExportState, ItemOutcome, ItemState, Lease};
@@ -151,8 +149,19 @@ pub struct Resolved {
     pub len_bytes: u64,
     /// Strong ETag of its bytes.
     pub etag: String,
-    /// Starts making the bytes, in order, all of them.
-    pub open: Box<dyn FnOnce() -> BoxStream<'static, Result<Bytes, String>> + Send>,
+    /// Makes the bytes, in order, all of them.
+    pub source: Box<dyn Source>,
+}
+
+/// A file's bytes, made in order into the buffers of whoever writes them (so that a writer with
+/// buffers of its own, aligned for direct I/O or sized as S3 parts, gets the bytes without a
+/// copy through a buffer of the maker's).
+#[async_trait]
+pub trait Source: Send {
+    /// Appends the next bytes to `buf` until it holds `upto` bytes (at most its capacity; `buf`
+    /// is never reallocated), fewer only at the end, and gives it back; nothing appended: the
+    /// end. Errors: the item's one-line failure (a segment unreadable, the recording changed).
+    async fn fill(&mut self, buf: Vec<u8>, upto: usize) -> Result<Vec<u8>, String>;
 }
 
 /// What jobs know of files: an item of a user's tree resolved to bytes (the media layer,
@@ -230,14 +239,16 @@ pub enum Writer {
         /// `None`: one PUT at the end (items up to [`PART_BYTES`]).
         upload_id: Option<String>,
         parts: Vec<(i32, String)>,
-        buf: Vec<u8>,
+        /// The single PUT's body, once made.
+        body: Option<Vec<u8>>,
         len_bytes: u64,
     },
     File(FileWriter),
-    Checksum,
+    /// Writes nothing; the buffer is kept for the next fill.
+    Checksum(Option<Vec<u8>>),
 }
 
-/// Bytes a file writer gathers before handing them to the blocking pool in one write.
+/// Bytes of each direct write of a file writer (the buffer a [`Source`] fills at once).
 const FILE_BATCH_BYTES: usize = 8 << 20;
 
 /// Alignment of direct I/O buffers, offsets and lengths, bytes (the largest logical block size
@@ -246,45 +257,58 @@ const DIRECT_ALIGN: usize = 4096;
 
 /// An item written to `NAME.part`, then renamed to `NAME`.
 ///
-/// Bytes are gathered into [`FILE_BATCH_BYTES`] buffers, each written by one blocking task while
-/// the next one fills (two buffers, taking turns). On Linux the file is opened with `O_DIRECT`:
-/// the buffers go to the disk without a copy into the page cache and without the writeback
-/// that would follow, so a large export costs little CPU and does not push a serving node's hot
-/// segments out of memory. The last buffer is padded to [`DIRECT_ALIGN`] and the file cut back
-/// to its length. A file system that refuses direct I/O gets ordinary writes. The data is made
-/// durable (`fdatasync`) before the rename: a file under its final name is whole on disk, which
-/// is what a resumed export relies on.
+/// The item's bytes are made into [`FILE_BATCH_BYTES`] buffers ([`Writer::buffer`]), each
+/// written by one blocking task while the next one fills (two buffers, taking turns). On Linux
+/// the file is opened with `O_DIRECT`: the buffers go to the disk without a copy into the page
+/// cache and without the writeback that would follow, so a large export costs little CPU and
+/// does not push a serving node's hot segments out of memory. The last buffer is padded to
+/// [`DIRECT_ALIGN`] and the file cut back to its length. A file system that refuses direct I/O
+/// gets ordinary writes. The data is made durable (`fdatasync`) before the rename: a file under
+/// its final name is whole on disk, which is what a resumed export relies on.
 pub struct FileWriter {
-    /// The file and the spare buffer, or the batch being written (which gives both back).
+    /// The file, or the batch being written (which gives the file and its buffer back).
     slot: FileSlot,
-    /// The buffer being filled: `fill` bytes of its [`aligned`] part.
-    buf: Vec<u8>,
-    fill: usize,
-    /// Bytes handed to the blocking pool so far (the file offset of `buf`).
+    /// Buffers free to fill.
+    spare: Vec<Vec<u8>>,
+    /// Buffers this writer has taken (at most two).
+    buffers: usize,
+    /// Bytes handed to the blocking pool so far (the file offset of the next batch).
     written: u64,
+    /// A batch shorter than [`FILE_BATCH_BYTES`] was written: it was the last.
+    ended: bool,
     tmp: PathBuf,
     path: PathBuf,
 }
 
-/// A file being written and its spare buffer.
-type Idle = (std::fs::File, Vec<u8>);
-
 enum FileSlot {
-    Idle(Idle),
-    Writing(tokio::task::JoinHandle<std::io::Result<Idle>>),
+    Idle(std::fs::File),
+    Writing(tokio::task::JoinHandle<std::io::Result<(std::fs::File, Vec<u8>)>>),
     /// An earlier write failed (or is being swapped).
     Gone,
 }
 
-/// A zeroed buffer with [`FILE_BATCH_BYTES`] usable from [`aligned`] on.
+/// Batch buffers of finished file writers, kept for the next: a fresh buffer's pages are
+/// faulted in anew on first use.
+static BATCH_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// An empty buffer with room for [`FILE_BATCH_BYTES`] from a [`DIRECT_ALIGN`]ed offset on.
 fn batch_buffer() -> Vec<u8> {
-    vec![0; FILE_BATCH_BYTES + DIRECT_ALIGN]
+    let kept = BATCH_BUFFERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+    kept.unwrap_or_else(|| Vec::with_capacity(FILE_BATCH_BYTES + DIRECT_ALIGN))
 }
 
-/// The [`DIRECT_ALIGN`]-aligned [`FILE_BATCH_BYTES`] of a [`batch_buffer`].
-fn aligned(buf: &mut [u8]) -> &mut [u8] {
-    let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
-    &mut buf[at..at + FILE_BATCH_BYTES]
+fn recycle(buffers: impl IntoIterator<Item = Vec<u8>>) {
+    let mut kept = BATCH_BUFFERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for b in buffers {
+        if kept.len() < 8 {
+            kept.push(b);
+        }
+    }
+}
+
+/// Offset of the first [`DIRECT_ALIGN`]ed byte of `buf`'s allocation.
+fn align_offset(buf: &[u8]) -> usize {
+    buf.as_ptr().align_offset(DIRECT_ALIGN)
 }
 
 impl FileWriter {
@@ -309,10 +333,11 @@ impl FileWriter {
         .map_err(|e| format!("{}: {e}", tmp.display()))?
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
         Ok(FileWriter {
-            slot: FileSlot::Idle((file, batch_buffer())),
-            buf: batch_buffer(),
-            fill: 0,
+            slot: FileSlot::Idle(file),
+            spare: Vec::new(),
+            buffers: 0,
             written: 0,
+            ended: false,
             tmp,
             path,
         })
@@ -322,47 +347,61 @@ impl FileWriter {
         format!("{}: {e}", self.tmp.display())
     }
 
-    /// The file and the spare buffer, once no batch is being written.
-    async fn idle(&mut self) -> Result<Idle, String> {
+    /// The file, once no batch is being written (the batch's buffer goes back to `spare`).
+    async fn file(&mut self) -> Result<std::fs::File, String> {
         match std::mem::replace(&mut self.slot, FileSlot::Gone) {
-            FileSlot::Idle(idle) => Ok(idle),
-            FileSlot::Writing(task) => task.await.map_err(|e| self.err(e))?.map_err(|e| self.err(e)),
+            FileSlot::Idle(file) => Ok(file),
+            FileSlot::Writing(task) => {
+                let (file, buf) = task.await.map_err(|e| self.err(e))?.map_err(|e| self.err(e))?;
+                self.spare.push(buf);
+                Ok(file)
+            }
             FileSlot::Gone => Err(self.err("an earlier write failed")),
         }
     }
 
-    async fn write(&mut self, mut data: &[u8]) -> Result<(), String> {
-        while !data.is_empty() {
-            let n = data.len().min(FILE_BATCH_BYTES - self.fill);
-            aligned(&mut self.buf)[self.fill..self.fill + n].copy_from_slice(&data[..n]);
-            self.fill += n;
-            data = &data[n..];
-            if self.fill == FILE_BATCH_BYTES {
-                self.start_batch().await?;
+    /// A buffer to fill, positioned at its aligned offset, and the length to fill it to.
+    async fn buffer(&mut self) -> Result<(Vec<u8>, usize), String> {
+        let mut buf = match self.spare.pop() {
+            Some(b) => b,
+            None if self.buffers < 2 => {
+                self.buffers += 1;
+                batch_buffer()
             }
-        }
-        Ok(())
+            None => {
+                let file = self.file().await?;
+                self.slot = FileSlot::Idle(file);
+                self.spare.pop().ok_or_else(|| self.err("no buffer to fill"))?
+            }
+        };
+        buf.clear();
+        let at = align_offset(&buf);
+        buf.resize(at, 0);
+        Ok((buf, at + FILE_BATCH_BYTES))
     }
 
-    /// Waits for the batch being written, then starts writing the buffer's `fill` bytes (the
-    /// last block zero-padded, [`write_batch`]); the written buffer becomes the one to fill.
-    async fn start_batch(&mut self) -> Result<(), String> {
-        let (file, spare) = self.idle().await?;
-        let mut full = std::mem::replace(&mut self.buf, spare);
-        let (at, n) = (self.written, std::mem::take(&mut self.fill));
+    /// Waits for the batch being written, then starts writing `buf` (filled from its aligned
+    /// offset on; the last block zero-padded, [`write_batch`]).
+    async fn put(&mut self, buf: Vec<u8>) -> Result<(), String> {
+        let n = buf.len().checked_sub(align_offset(&buf)).ok_or_else(|| self.err("a buffer not from buffer()"))?;
+        if self.ended {
+            return Err(self.err("bytes after a short batch"));
+        }
+        self.ended = n < FILE_BATCH_BYTES;
+        let file = self.file().await?;
+        let at = self.written;
         self.written += n as u64;
         self.slot = FileSlot::Writing(tokio::task::spawn_blocking(move || {
-            write_batch(&file, &mut full, at, n)?;
-            Ok((file, full))
+            let mut buf = buf;
+            write_batch(&file, &mut buf, at)?;
+            Ok((file, buf))
         }));
         Ok(())
     }
 
     async fn finish(mut self) -> Result<(), String> {
-        if self.fill > 0 {
-            self.start_batch().await?;
-        }
-        let (file, _) = self.idle().await?;
+        let file = self.file().await?;
+        recycle(std::mem::take(&mut self.spare));
         let (len, tmp, path) = (self.written, self.tmp.clone(), self.path.clone());
         tokio::task::spawn_blocking(move || {
             // The padding of the last direct write cut off.
@@ -377,20 +416,23 @@ impl FileWriter {
     }
 
     async fn abort(mut self) {
-        let _ = self.idle().await;
+        let _ = self.file().await;
+        recycle(std::mem::take(&mut self.spare));
         let _ = tokio::fs::remove_file(&self.tmp).await;
     }
 }
 
-/// Writes the first `n` bytes of `buf`'s aligned part at file offset `at` (a multiple of
+/// Writes the bytes of `buf` from its aligned offset on at file offset `at` (a multiple of
 /// [`DIRECT_ALIGN`]): whole blocks, the last one zero-padded, for a direct write. A file
 /// system that refuses the direct write (EINVAL) gets the file switched to ordinary writes.
-fn write_batch(file: &std::fs::File, buf: &mut [u8], at: u64, n: usize) -> std::io::Result<()> {
+fn write_batch(file: &std::fs::File, buf: &mut Vec<u8>, at: u64) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let data = aligned(buf);
-    let padded = n.next_multiple_of(DIRECT_ALIGN);
-    data[n..padded].fill(0);
-    match file.write_all_at(&data[..padded], at) {
+    let from = align_offset(buf);
+    let padded = (buf.len() - from).next_multiple_of(DIRECT_ALIGN);
+    // Within the capacity: a batch is at most FILE_BATCH_BYTES, a multiple of DIRECT_ALIGN.
+    buf.resize(from + padded, 0);
+    let data = &buf[from..];
+    match file.write_all_at(data, at) {
         #[cfg(target_os = "linux")]
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             use std::os::fd::AsRawFd;
@@ -401,7 +443,7 @@ fn write_batch(file: &std::fs::File, buf: &mut [u8], at: u64, n: usize) -> std::
                     return Err(e);
                 }
             }
-            file.write_all_at(&data[..padded], at)
+            file.write_all_at(data, at)
         }
         r => r,
     }
@@ -424,12 +466,12 @@ impl Writer {
                     key,
                     upload_id,
                     parts: Vec::new(),
-                    buf: Vec::with_capacity((len_bytes as usize).min(PART_BYTES)),
+                    body: None,
                     len_bytes,
                 })
             }
             Target::Dir(dir) => Ok(Writer::File(FileWriter::create(dir.join(name)).await?)),
-            Target::Checksum => Ok(Writer::Checksum),
+            Target::Checksum => Ok(Writer::Checksum(None)),
         }
     }
 
@@ -442,53 +484,65 @@ impl Writer {
         }
     }
 
-    /// Writes the next bytes.
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), String> {
+    /// A buffer for the next bytes (to be appended to it, from its length on) and the length
+    /// to fill it to: a direct-I/O batch, an S3 part (or the whole object of a single PUT).
+    pub async fn buffer(&mut self) -> Result<(Vec<u8>, usize), String> {
         match self {
-            Writer::S3 { s3, bucket, key, upload_id: Some(id), parts, buf, .. } => {
-                let mut data = data;
-                while !data.is_empty() {
-                    let n = (PART_BYTES - buf.len()).min(data.len());
-                    buf.extend_from_slice(&data[..n]);
-                    data = &data[n..];
-                    if buf.len() == PART_BYTES {
-                        let number = parts.len() as i32 + 1;
-                        let part = Bytes::from(std::mem::replace(buf, Vec::with_capacity(PART_BYTES)));
-                        let etag = s3.upload_part(bucket, key, id, number, part).await.map_err(|e| e.to_string())?;
-                        parts.push((number, etag));
-                    }
-                }
-                Ok(())
+            Writer::S3 { len_bytes, .. } => {
+                let n = (*len_bytes).min(PART_BYTES as u64) as usize;
+                Ok((Vec::with_capacity(n), n))
             }
-            Writer::S3 { buf, .. } => {
-                buf.extend_from_slice(data);
-                Ok(())
+            Writer::File(f) => f.buffer().await,
+            Writer::Checksum(spare) => {
+                let mut buf = spare.take().unwrap_or_else(|| Vec::with_capacity(PART_BYTES));
+                buf.clear();
+                let n = buf.capacity();
+                Ok((buf, n))
             }
-            Writer::File(f) => f.write(data).await,
-            Writer::Checksum => Ok(()),
         }
     }
 
-    /// Makes what was written the object or file (S3: the last part and the completion, or the
-    /// one PUT; a file: flushed, synced and renamed into place).
+    /// Writes a buffer from [`Self::buffer`], filled; each but the last to the length given.
+    pub async fn put(&mut self, buf: Vec<u8>) -> Result<(), String> {
+        match self {
+            Writer::S3 { s3, bucket, key, upload_id: Some(id), parts, .. } => {
+                let number = parts.len() as i32 + 1;
+                let etag =
+                    s3.upload_part(bucket, key, id, number, Bytes::from(buf)).await.map_err(|e| e.to_string())?;
+                parts.push((number, etag));
+                Ok(())
+            }
+            Writer::S3 { body, .. } => match body {
+                Some(_) => Err("more bytes than the item's length".into()),
+                None => {
+                    *body = Some(buf);
+                    Ok(())
+                }
+            },
+            Writer::File(f) => f.put(buf).await,
+            Writer::Checksum(spare) => {
+                *spare = Some(buf);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes what was written the object or file (S3: the completion, or the one PUT; a file:
+    /// flushed, synced and renamed into place).
     pub async fn finish(self) -> Result<(), String> {
         match self {
-            Writer::S3 { s3, bucket, key, upload_id: Some(id), mut parts, buf, len_bytes } => {
-                if !buf.is_empty() || parts.is_empty() {
-                    let number = parts.len() as i32 + 1;
-                    let etag = s3
-                        .upload_part(&bucket, &key, &id, number, Bytes::from(buf))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    parts.push((number, etag));
+            Writer::S3 { s3, bucket, key, upload_id: Some(id), mut parts, len_bytes, .. } => {
+                if parts.is_empty() {
+                    let etag = s3.upload_part(&bucket, &key, &id, 1, Bytes::new()).await.map_err(|e| e.to_string())?;
+                    parts.push((1, etag));
                 }
                 s3.complete_multipart(&bucket, &key, &id, &parts, len_bytes).await.map_err(|e| e.to_string())
             }
-            Writer::S3 { s3, bucket, key, upload_id: None, buf, .. } => {
-                s3.put(&bucket, &key, Bytes::from(buf)).await.map_err(|e| e.to_string())
+            Writer::S3 { s3, bucket, key, upload_id: None, body, .. } => {
+                s3.put(&bucket, &key, Bytes::from(body.unwrap_or_default())).await.map_err(|e| e.to_string())
             }
             Writer::File(f) => f.finish().await,
-            Writer::Checksum => Ok(()),
+            Writer::Checksum(_) => Ok(()),
         }
     }
 
@@ -563,57 +617,61 @@ pub enum CopyError {
 
 /// Copies `item` into `writer`, paced to at most `rate` bytes/s when given, counting in
 /// `progress` and stopping when it says so; returns the bytes' CRC-32 (ISO 3309, as ZIP uses
-/// it). The writer is finished on success and aborted otherwise.
+/// it) when `crc` asks for it. The writer is finished on success and aborted otherwise.
 pub async fn copy(
     item: Resolved,
     mut writer: Writer,
     progress: &Progress,
     rate: Option<u64>,
-) -> Result<u32, CopyError> {
+    crc: bool,
+) -> Result<Option<u32>, CopyError> {
     let t0 = Instant::now();
-    let mut crc = crc32fast::Hasher::new();
+    let mut hasher = crc.then(crc32fast::Hasher::new);
     let mut done = 0u64;
-    let mut body = (item.open)();
-    let failed = loop {
-        if let Some(why) = progress.stopped() {
-            break CopyError::Stopped(why);
-        }
-        let piece = match body.next().await {
-            None => break CopyError::Failed(String::new()),
-            Some(Err(e)) => break CopyError::Failed(e),
-            Some(Ok(p)) => p,
-        };
-        crc.update(&piece);
-        if let Err(e) = writer.write(&piece).await {
-            break CopyError::Failed(e);
-        }
-        done += piece.len() as u64;
-        progress.bytes.store(done, Ordering::Relaxed);
-        metrics::counter!("jitmux_export_bytes_total").increment(piece.len() as u64);
-        if let Some(rate) = rate.filter(|&r| r > 0) {
-            // Paced in short sleeps, so that a stop is seen within 100 ms.
-            let due = Duration::from_secs_f64(done as f64 / rate as f64);
-            while let Some(wait) = due.checked_sub(t0.elapsed()) {
-                if progress.stopped().is_some() {
-                    break;
+    let mut source = item.source;
+    let copied = async {
+        while done < item.len_bytes {
+            if let Some(why) = progress.stopped() {
+                return Err(CopyError::Stopped(why));
+            }
+            let (buf, upto) = writer.buffer().await.map_err(CopyError::Failed)?;
+            let start = buf.len();
+            let upto = upto.min(start.saturating_add((item.len_bytes - done).try_into().unwrap_or(usize::MAX)));
+            let buf = source.fill(buf, upto).await.map_err(CopyError::Failed)?;
+            let n = buf.len() - start;
+            if n == 0 {
+                return Err(CopyError::Failed(format!("made {done} bytes of {}", item.len_bytes)));
+            }
+            if let Some(h) = &mut hasher {
+                h.update(&buf[start..]);
+            }
+            writer.put(buf).await.map_err(CopyError::Failed)?;
+            done += n as u64;
+            progress.bytes.store(done, Ordering::Relaxed);
+            metrics::counter!("jitmux_export_bytes_total").increment(n as u64);
+            if let Some(rate) = rate.filter(|&r| r > 0) {
+                // Paced in short sleeps, so that a stop is seen within 100 ms.
+                let due = Duration::from_secs_f64(done as f64 / rate as f64);
+                while let Some(wait) = due.checked_sub(t0.elapsed()) {
+                    if progress.stopped().is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
                 }
-                tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
             }
         }
-    };
-    drop(body);
-    match failed {
-        CopyError::Failed(e) if e.is_empty() && done == item.len_bytes => match writer.finish().await {
-            Ok(()) => Ok(crc.finalize()),
+        Ok(())
+    }
+    .await;
+    drop(source);
+    match copied {
+        Ok(()) => match writer.finish().await {
+            Ok(()) => Ok(hasher.map(|h| h.finalize())),
             Err(e) => Err(CopyError::Failed(e)),
         },
-        CopyError::Failed(e) if e.is_empty() => {
+        Err(e) => {
             writer.abort().await;
-            Err(CopyError::Failed(format!("made {done} bytes of {}", item.len_bytes)))
-        }
-        other => {
-            writer.abort().await;
-            Err(other)
+            Err(e)
         }
     }
 }
@@ -760,9 +818,11 @@ impl Runner {
                                 w.abort().await;
                                 return Ok(Ending::Stopped(Stop::Lost));
                             }
-                            match copy(r, w, progress, self.rate).await {
+                            match copy(r, w, progress, self.rate, true).await {
                                 Ok(crc) => {
-                                    cat.set_file_crc(&etag, crc).await?;
+                                    if let Some(crc) = crc {
+                                        cat.set_file_crc(&etag, crc).await?;
+                                    }
                                     ItemOutcome::Done { len_bytes: len_bytes as i64, etag }
                                 }
                                 Err(CopyError::Stopped(why)) => return Ok(Ending::Stopped(why)),
@@ -842,8 +902,43 @@ async fn renew(
 mod tests {
     use super::*;
 
-    /// Bytes in pieces of odd sizes across several batches, a tail that is no whole block, and
-    /// a file of none: each comes out whole under its final name, with no `.part` left.
+    /// A source that appends at most `step` bytes per fill of `data` (a maker whose pieces do
+    /// not line up with the writer's buffers) and fills each buffer to `upto` but at the end.
+    struct Pieces {
+        data: Vec<u8>,
+        at: usize,
+        steps: std::iter::Cycle<std::array::IntoIter<usize, 5>>,
+    }
+
+    #[async_trait]
+    impl Source for Pieces {
+        async fn fill(&mut self, mut buf: Vec<u8>, upto: usize) -> Result<Vec<u8>, String> {
+            let cap = buf.capacity();
+            while buf.len() < upto.min(cap) && self.at < self.data.len() {
+                let n = self.steps.next().unwrap().min(upto - buf.len()).min(self.data.len() - self.at);
+                buf.extend_from_slice(&self.data[self.at..self.at + n]);
+                self.at += n;
+            }
+            assert_eq!(buf.capacity(), cap, "a fill never reallocates");
+            Ok(buf)
+        }
+    }
+
+    fn item(data: &[u8]) -> Resolved {
+        Resolved {
+            len_bytes: data.len() as u64,
+            etag: String::new(),
+            source: Box::new(Pieces {
+                data: data.to_vec(),
+                at: 0,
+                steps: [1, 4095, 1 << 20, 3, 777_777].into_iter().cycle(),
+            }),
+        }
+    }
+
+    /// Files of several batches with a tail that is no whole block, of exactly one batch, and
+    /// of no bytes: each comes out whole under its final name, with no `.part` left, and with
+    /// the CRC-32 of its bytes.
     #[tokio::test]
     async fn file_writer_writes_every_byte_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -852,24 +947,25 @@ mod tests {
             [("a/big.mp4", 2 * FILE_BATCH_BYTES + 12_345), ("exact.mp4", FILE_BATCH_BYTES), ("empty.mp4", 0)]
         {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
-            let mut w = Writer::open(&target, name, len as u64).await.unwrap();
-            let mut at = 0;
-            for n in [1, 4095, 1 << 20, 3, 777_777].iter().cycle() {
-                if at == len {
-                    break;
-                }
-                let n = (*n).min(len - at);
-                w.write(&data[at..at + n]).await.unwrap();
-                at += n;
-            }
-            w.finish().await.unwrap();
+            let w = Writer::open(&target, name, len as u64).await.unwrap();
+            let crc = copy(item(&data), w, &Progress::new(), None, true).await.unwrap();
+            assert_eq!(crc, Some(crc32fast::hash(&data)), "{name}");
             assert!(std::fs::read(dir.path().join(name)).unwrap() == data, "{name}");
             assert!(!dir.path().join(name).with_extension("mp4.part").exists(), "{name}");
         }
-        // An abandoned item leaves nothing behind.
-        let mut w = Writer::open(&target, "gone.mp4", 10).await.unwrap();
-        w.write(b"01234").await.unwrap();
-        w.abort().await;
+        // A source that ends early fails the item and leaves nothing behind.
+        let mut short = item(b"0123456789");
+        short.len_bytes = 20;
+        let w = Writer::open(&target, "short.mp4", 20).await.unwrap();
+        let e = copy(short, w, &Progress::new(), None, false).await.unwrap_err();
+        assert_eq!(e, CopyError::Failed("made 10 bytes of 20".into()));
+        assert!(!dir.path().join("short.mp4").exists() && !dir.path().join("short.mp4.part").exists());
+        // So does a stopped one.
+        let progress = Progress::new();
+        progress.stop(Stop::Cancelled);
+        let w = Writer::open(&target, "gone.mp4", 10).await.unwrap();
+        let e = copy(item(b"0123456789"), w, &progress, None, false).await.unwrap_err();
+        assert_eq!(e, CopyError::Stopped(Stop::Cancelled));
         assert!(!dir.path().join("gone.mp4").exists() && !dir.path().join("gone.mp4.part").exists());
     }
 }

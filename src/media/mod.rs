@@ -1,7 +1,8 @@
 //! Media: files of the tree made into bytes, whoever asks (an HTTP request, a ZIP member, an
 //! export job). No HTTP here: a file is a [`FileSpec`] (an ordered list of recording ranges),
 //! resolved against the catalog into a [`File`]; [`body`] makes any byte range of its full MP4
-//! and [`fragments`] its quasi-stream (and live tail), both as streams of [`Bytes`].
+//! and [`fragments`] its quasi-stream (and live tail), both as streams of [`Bytes`]; [`filler`]
+//! makes the whole full MP4 into the caller's buffers (exports).
 //!
 //! ```text
 //! FileSpec ──catalog rows──► File (length, ETag, modification time: from the rows alone)
@@ -10,6 +11,8 @@
 //!          body(range):  head bytes (stored head object, or the layout) + mdat chunks
 //!                        fMP4 chunk: a ranged read of the stored segment
 //!                        TS chunk:   the segment read once and transmuxed, shared by viewers
+//!          fill(buf):    the whole file in order into the caller's buffers, each segment
+//!                        read once and transmuxed straight into them (not cached)
 //!          fragments():  init, then moof + mdat per segment (live: as segments land)
 //! ```
 //!
@@ -20,6 +23,7 @@ mod body;
 mod cache;
 pub mod chunks;
 mod clip;
+mod fill;
 mod spec;
 mod stream;
 pub mod thumb;
@@ -33,6 +37,7 @@ pub use crate::format::mp4::clip::{Accuracy, ClipError, Gaps};
 pub use body::{BodyStream, body};
 pub use cache::LoadedFile;
 pub use clip::open_clip;
+pub use fill::{Filler, filler};
 pub use spec::{ClipSpan, Cut, File, FileSpec, MediaRange, Part};
 pub use stream::{MAX_BEHIND_SEGMENTS, Stop, fragments, never_stop};
 
