@@ -758,10 +758,6 @@ fn host_name() -> String {
         .unwrap_or_else(|| "jitmux".into())
 }
 
-/// The node cache's bound in `jitmux export`, bytes: the read-ahead of the items written at
-/// once (a segment's output is some hundreds of KiB to a few MiB).
-const EXPORT_CACHE_BYTES: u64 = 32 << 20;
-
 /// `jitmux export`: the items into `to`, `parallel` at a time, with a progress bar of bytes.
 #[allow(clippy::too_many_arguments)]
 async fn export(
@@ -825,9 +821,6 @@ async fn export(
     };
     let state = AppState::new(catalog, store, Duration::from_secs(30), Limits::default(), Duration::from_secs(300));
     let source = crate::http::exports::TreeItems { state };
-    // Each segment is read once here: the node cache only needs to hold the read-ahead, and a
-    // small one recycles its memory instead of faulting fresh pages in for every segment.
-    crate::media::chunks::node_cache().set_max_bytes(EXPORT_CACHE_BYTES);
     // Every item resolved first: the bar's length is the export's.
     let mut resolved = Vec::with_capacity(items.len());
     let mut failed = 0usize;
