@@ -826,14 +826,14 @@ async fn export(
     let mut failed = 0usize;
     for (item, name) in items.iter().zip(&names) {
         match source.resolve(user.id, item).await {
-            Ok(r) => resolved.push((item, name, r.len_bytes)),
+            Ok(r) => resolved.push((name.clone(), r)),
             Err(e) => {
                 eprintln!("failed {name}: {e}");
                 failed += 1;
             }
         }
     }
-    let total: u64 = resolved.iter().map(|r| r.2).sum();
+    let total: u64 = resolved.iter().map(|r| r.1.len_bytes).sum();
     let bar = indicatif::ProgressBar::new(total).with_style(
         indicatif::ProgressStyle::with_template(
             "{bar:30} {bytes}/{total_bytes} {msg} [{elapsed}, {bytes_per_sec}, {eta} left]",
@@ -846,14 +846,31 @@ async fn export(
         Wrote,
         Failed,
     }
-    let (written, kept, failed_now) = futures::stream::iter(resolved)
-        .map(|(item, name, len)| {
-            let (bar, target, source) = (&bar, &target, &source);
+    // Each item is looked for at the target and, unless kept, prepared (its layout built) in a
+    // task of its own, one item ahead of those being written.
+    let prepared = futures::stream::iter(resolved)
+        .map(|(name, mut r)| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let existing = target.existing_len(&name).await;
+                let ready = match existing {
+                    Ok(Some(len)) if len == r.len_bytes => Ok(()),
+                    _ => r.source.prepare().await,
+                };
+                (name, r, existing, ready)
+            })
+        })
+        .buffered(parallel.max(1) + 1);
+    let (written, kept, failed_now) = prepared
+        .map(|joined| {
+            let (bar, target) = (&bar, &target);
             async move {
+                let (name, r, existing, ready) = joined.map_err(|e| Failure(1, format!("export task: {e}")))?;
+                let len = r.len_bytes;
                 bar.set_message(name.clone());
-                let existing = target.existing_len(name).await.map_err(|e| Failure(1, e))?;
+                let existing = existing.map_err(|e| Failure(1, e))?;
                 if existing == Some(len) {
-                    bar.suspend(|| println!("kept {} ({len} bytes, already there)", target.location(name)));
+                    bar.suspend(|| println!("kept {} ({len} bytes, already there)", target.location(&name)));
                     bar.inc(len);
                     return Ok::<_, Failure>(Outcome::Kept);
                 }
@@ -862,8 +879,8 @@ async fn export(
                 let show =
                     |now: u64| bar.inc(now.saturating_sub(shown.swap(now, std::sync::atomic::Ordering::Relaxed)));
                 let outcome = async {
-                    let r = source.resolve(user.id, item).await.map_err(CopyError::Failed)?;
-                    let w = Writer::open(target, name, r.len_bytes).await.map_err(CopyError::Failed)?;
+                    ready.map_err(CopyError::Failed)?;
+                    let w = Writer::open(target, &name, len).await.map_err(CopyError::Failed)?;
                     let progress = Progress::new();
                     let tick = async {
                         loop {
@@ -880,7 +897,7 @@ async fn export(
                 show(len);
                 Ok(match outcome {
                     Ok(_crc) => {
-                        bar.suspend(|| println!("wrote {} ({len} bytes)", target.location(name)));
+                        bar.suspend(|| println!("wrote {} ({len} bytes)", target.location(&name)));
                         Outcome::Wrote
                     }
                     Err(e) => {
@@ -888,7 +905,7 @@ async fn export(
                             CopyError::Failed(e) => e,
                             CopyError::Stopped(s) => format!("{s:?}"),
                         };
-                        bar.suspend(|| eprintln!("failed {}: {why}", target.location(name)));
+                        bar.suspend(|| eprintln!("failed {}: {why}", target.location(&name)));
                         Outcome::Failed
                     }
                 })

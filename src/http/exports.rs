@@ -379,6 +379,9 @@ impl Source for FileSource {
     async fn fill(&mut self, buf: Vec<u8>, upto: usize) -> Result<Vec<u8>, String> {
         self.0.fill(buf, upto).await.map_err(|e| e.to_string())
     }
+    async fn prepare(&mut self) -> Result<(), String> {
+        self.0.load().await.map(drop).map_err(|e| e.to_string())
+    }
 }
 
 #[async_trait]

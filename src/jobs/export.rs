@@ -162,6 +162,11 @@ pub trait Source: Send {
     /// is never reallocated), fewer only at the end, and gives it back; nothing appended: the
     /// end. Errors: the item's one-line failure (a segment unreadable, the recording changed).
     async fn fill(&mut self, buf: Vec<u8>, upto: usize) -> Result<Vec<u8>, String>;
+    /// Does what comes before the first byte (a file's layout), so that a writer can have the
+    /// next item ready while it writes the current one. Errors as [`Self::fill`].
+    async fn prepare(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What jobs know of files: an item of a user's tree resolved to bytes (the media layer,

@@ -32,7 +32,32 @@ struct Source {
     segment: u32,
     /// Offset of `bytes` in the stored segment.
     lo: u64,
-    bytes: Bytes,
+    bytes: SourceBytes,
+}
+
+enum SourceBytes {
+    /// Read ahead through the store's async reads.
+    Read(Bytes),
+    /// Read on the blocking thread, into a buffer reused from segment to segment.
+    Local(Vec<u8>),
+}
+
+impl std::ops::Deref for SourceBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            SourceBytes::Read(b) => b,
+            SourceBytes::Local(v) => v,
+        }
+    }
+}
+
+/// What a batch's blocking task takes and gives back.
+struct Work {
+    buf: Vec<u8>,
+    ready: Vec<Source>,
+    spare: Vec<Vec<u8>>,
+    carry: Vec<u8>,
 }
 
 /// A file's full MP4 (`ftyp`, `moov`, `mdat`) from its first byte to its last, made into the
@@ -52,8 +77,13 @@ pub struct Filler {
     reads: VecDeque<(u32, u64, Read)>,
     /// Segments read, kept while chunks from `ci` on use them.
     ready: Vec<Source>,
+    /// Buffers of local reads no chunk uses any more.
+    spare: Vec<Vec<u8>>,
     /// Next output chunk whose segment is not being read yet.
     read_ci: usize,
+    /// Every segment is read locally ([`crate::store::ObjectStore::reads_locally`]): on the
+    /// blocking thread that transmuxes it, just before, into a reused buffer.
+    local: bool,
 }
 
 /// A [`Filler`] of `file`'s full MP4 (nothing is read before the first [`Filler::fill`]).
@@ -69,7 +99,9 @@ pub fn filler(catalog: Catalog, media: Arc<UserMedia>, file: File) -> Filler {
         carry: (Vec::new(), 0..0),
         reads: VecDeque::new(),
         ready: Vec::new(),
+        spare: Vec::new(),
         read_ci: 0,
+        local: false,
     }
 }
 
@@ -91,17 +123,7 @@ impl Filler {
     /// ([`MediaError::Changed`]). After an error the filler is spent.
     pub async fn fill(&mut self, mut buf: Vec<u8>, upto: usize) -> Result<Vec<u8>, MediaError> {
         let upto = upto.min(buf.capacity());
-        let loaded = match &self.loaded {
-            Some(l) => l.clone(),
-            None => {
-                let l = self.media.load(&self.catalog, &self.file).await?;
-                if l.layout.len_bytes != self.file.len_bytes() || l.etag != self.file.etag() {
-                    return Err(MediaError::Changed(self.file.recording().id));
-                }
-                self.loaded = Some(l.clone());
-                l
-            }
-        };
+        let loaded = self.load().await?;
         let head = &loaded.head;
         if self.pos < head.len() as u64 && buf.len() < upto {
             let from = self.pos as usize;
@@ -119,37 +141,53 @@ impl Filler {
                 acc += chunks[cj].len_bytes;
                 cj += 1;
             }
-            self.start_reads(&loaded, cj);
-            let last = chunks[cj - 1].segment;
-            while self.ready.last().is_none_or(|s| s.segment < last) {
-                let Some((segment, lo, read)) = self.reads.pop_front() else {
-                    return Err(MediaError::Task("export read-ahead fell behind".into()));
-                };
-                let bytes = read.await.map_err(|e| MediaError::Task(e.to_string()))??;
-                self.ready.push(Source { segment, lo, bytes });
+            if !self.local {
+                self.start_reads(&loaded, cj);
+                let last = chunks[cj - 1].segment;
+                while self.ready.last().is_none_or(|s| s.segment < last) {
+                    let Some((segment, lo, read)) = self.reads.pop_front() else {
+                        return Err(MediaError::Task("export read-ahead fell behind".into()));
+                    };
+                    let bytes = read.await.map_err(|e| MediaError::Task(e.to_string()))??;
+                    self.ready.push(Source { segment, lo, bytes: SourceBytes::Read(bytes) });
+                }
             }
-            let sources: Vec<Source> =
-                self.ready.iter().map(|s| Source { segment: s.segment, lo: s.lo, bytes: s.bytes.clone() }).collect();
-            let (l, range) = (loaded.clone(), self.ci..cj);
-            let mut carry = std::mem::take(&mut self.carry.0);
-            let before = buf.len();
+            let mut work = Work {
+                buf,
+                ready: std::mem::take(&mut self.ready),
+                spare: std::mem::take(&mut self.spare),
+                carry: std::mem::take(&mut self.carry.0),
+            };
+            let (l, media, range, local) = (loaded.clone(), self.media.clone(), self.ci..cj, self.local);
+            let before = work.buf.len();
             let _worker = self.media.worker().await?;
-            let (b, c, rest) = tokio::task::spawn_blocking(move || {
-                let r = make_chunks(&l, &sources, range, &mut buf, upto, &mut carry);
-                (buf, carry, r)
+            let (w, rest) = tokio::task::spawn_blocking(move || {
+                let r = make_batch(&l, &media, local, range, &mut work, upto);
+                (work, r)
             })
             .await
             .map_err(|e| MediaError::Task(e.to_string()))?;
-            buf = b;
-            self.carry = (c, rest?);
+            (buf, self.ready, self.spare) = (w.buf, w.ready, w.spare);
+            self.carry = (w.carry, rest?);
             self.pos += (buf.len() - before) as u64;
             self.ci = cj;
-            // Sources no later chunk uses are dropped.
-            if let Some(next) = chunks.get(cj) {
-                self.ready.retain(|s| s.segment >= next.segment);
-            }
         }
         Ok(buf)
+    }
+
+    /// The file's layout (built, or taken from the user's cache, on the first call; no segment
+    /// is read). Errors: as [`Self::fill`].
+    pub async fn load(&mut self) -> Result<Arc<LoadedFile>, MediaError> {
+        if let Some(l) = &self.loaded {
+            return Ok(l.clone());
+        }
+        let l = self.media.load(&self.catalog, &self.file).await?;
+        if l.layout.len_bytes != self.file.len_bytes() || l.etag != self.file.etag() {
+            return Err(MediaError::Changed(self.file.recording().id));
+        }
+        self.local = l.objects.iter().all(|(key, _)| self.media.store.reads_locally(key));
+        self.loaded = Some(l.clone());
+        Ok(l)
     }
 
     /// Moves what fits of the carried chunk into `buf`.
@@ -200,6 +238,44 @@ fn source_range(loaded: &LoadedFile, segment: u32, chunks: &[crate::format::mp4:
         let sc = &seg.tracks[c.track as usize].chunks[c.chunk as usize];
         (lo.min(sc.src_start), hi.max(sc.src_end))
     })
+}
+
+/// One batch on the blocking pool: the segments of chunks `range` read first when `local`
+/// (into reused buffers), the chunks made ([`make_chunks`]), and the sources no later chunk
+/// uses given up (local buffers kept for the next reads).
+fn make_batch(
+    loaded: &LoadedFile,
+    media: &UserMedia,
+    local: bool,
+    range: Range<usize>,
+    work: &mut Work,
+    upto: usize,
+) -> Result<Range<usize>, MediaError> {
+    let chunks = &loaded.layout.chunks;
+    if local {
+        for c in &chunks[range.clone()] {
+            if work.ready.last().is_some_and(|s| s.segment >= c.segment) {
+                continue;
+            }
+            let (lo, hi) = source_range(loaded, c.segment, chunks);
+            let (key, etag) = &loaded.objects[c.segment as usize];
+            let mut bytes = work.spare.pop().unwrap_or_default();
+            media.store.read_blocking(key, lo..hi, etag.as_deref(), &mut bytes)?;
+            work.ready.push(Source { segment: c.segment, lo, bytes: SourceBytes::Local(bytes) });
+        }
+    }
+    let rest = make_chunks(loaded, &work.ready, range.clone(), &mut work.buf, upto, &mut work.carry)?;
+    if let Some(next) = chunks.get(range.end) {
+        let (keep, done): (Vec<Source>, Vec<Source>) =
+            std::mem::take(&mut work.ready).into_iter().partition(|s| s.segment >= next.segment);
+        work.ready = keep;
+        for s in done {
+            if let SourceBytes::Local(v) = s.bytes {
+                work.spare.push(v);
+            }
+        }
+    }
+    Ok(rest)
 }
 
 /// Makes output chunks `range` of `loaded` from their segments' `sources`, appending to `buf`

@@ -41,6 +41,14 @@ impl<S: ObjectStore> ObjectStore for CountingStore<S> {
     async fn check(&self) -> Result<()> {
         self.inner.check().await
     }
+    fn reads_locally(&self, key: &str) -> bool {
+        self.inner.reads_locally(key)
+    }
+    fn read_blocking(&self, key: &str, range: Range<u64>, etag: Option<&str>, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.read_blocking(key, range, etag, buf)?;
+        count_read(buf.len());
+        Ok(())
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let n = data.len() as u64;
         self.inner.put(key, data).await?;

@@ -42,27 +42,37 @@ fn io(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 #[async_trait]
 impl ObjectStore for LocalDirStore {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let path = self.path(key)?;
-        let owned = key.to_string();
+        let (store, owned) = (self.clone(), key.to_string());
         blocking(key, move || {
-            let key = owned;
-            use std::io::{Read, Seek};
-            let mut f = std::fs::File::open(&path).map_err(io(&key))?;
-            let len = f.metadata().map_err(io(&key))?.len();
-            if range.end > len || range.start > range.end {
-                return Err(StoreError::BadRange { key: key.clone(), start: range.start, end: range.end, len });
-            }
-            let n = range.end - range.start;
-            // Read into the buffer's spare capacity: no zeroing of bytes about to be overwritten.
-            let mut buf = Vec::with_capacity(n as usize);
-            f.seek(std::io::SeekFrom::Start(range.start)).map_err(io(&key))?;
-            f.take(n).read_to_end(&mut buf).map_err(io(&key))?;
-            if buf.len() as u64 != n {
-                return Err(io(&key)(std::io::ErrorKind::UnexpectedEof.into()));
-            }
+            let mut buf = Vec::new();
+            store.read_blocking(&owned, range, None, &mut buf)?;
             Ok(Bytes::from(buf))
         })
         .await
+    }
+
+    fn reads_locally(&self, _key: &str) -> bool {
+        true
+    }
+
+    fn read_blocking(&self, key: &str, range: Range<u64>, _etag: Option<&str>, buf: &mut Vec<u8>) -> Result<()> {
+        use std::io::{Read, Seek};
+        let path = self.path(key)?;
+        let mut f = std::fs::File::open(&path).map_err(io(key))?;
+        let len = f.metadata().map_err(io(key))?.len();
+        if range.end > len || range.start > range.end {
+            return Err(StoreError::BadRange { key: key.to_string(), start: range.start, end: range.end, len });
+        }
+        let n = range.end - range.start;
+        buf.clear();
+        buf.reserve(n as usize);
+        f.seek(std::io::SeekFrom::Start(range.start)).map_err(io(key))?;
+        // Into the buffer's spare capacity: no zeroing of bytes about to be overwritten.
+        f.take(n).read_to_end(buf).map_err(io(key))?;
+        if buf.len() as u64 != n {
+            return Err(io(key)(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(())
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {

@@ -88,6 +88,21 @@ pub trait ObjectStore: Send + Sync + 'static {
         let _ = etag;
         self.get_range(key, range).await
     }
+    /// Whether reads of `key` are local (a file read, no waiting on a network). Such a read is
+    /// best made by [`Self::read_blocking`] on the thread that uses the bytes, just before it
+    /// does (they are then in that core's cache, and the buffer is reused), rather than ahead.
+    fn reads_locally(&self, key: &str) -> bool {
+        let _ = key;
+        false
+    }
+    /// Bytes `range` of `key` into `buf` (its contents replaced, its allocation reused), on the
+    /// calling thread, which must be allowed to block (the blocking pool). `etag` as in
+    /// [`Self::get_range_if`]. Errors as [`Self::get_range`]; an I/O error of kind
+    /// `Unsupported` for a key that [`Self::reads_locally`] denies.
+    fn read_blocking(&self, key: &str, range: Range<u64>, etag: Option<&str>, buf: &mut Vec<u8>) -> Result<()> {
+        let _ = (range, etag, buf);
+        Err(StoreError::Io { key: key.to_string(), source: std::io::ErrorKind::Unsupported.into() })
+    }
     /// Stores `data` under `key` atomically: readers see the old state or all of `data`.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
     /// Size in bytes of `key`, or `None` if absent.
@@ -131,6 +146,12 @@ impl ObjectStore for std::sync::Arc<dyn ObjectStore> {
     }
     async fn check(&self) -> Result<()> {
         (**self).check().await
+    }
+    fn reads_locally(&self, key: &str) -> bool {
+        (**self).reads_locally(key)
+    }
+    fn read_blocking(&self, key: &str, range: Range<u64>, etag: Option<&str>, buf: &mut Vec<u8>) -> Result<()> {
+        (**self).read_blocking(key, range, etag, buf)
     }
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         (**self).put(key, data).await

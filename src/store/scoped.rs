@@ -76,6 +76,15 @@ impl ObjectStore for ScopedStore {
             None => self.inner.get_range_if(key, range, etag).await,
         }
     }
+    fn reads_locally(&self, key: &str) -> bool {
+        matches!(self.check(key), Ok(None)) && self.inner.reads_locally(key)
+    }
+    fn read_blocking(&self, key: &str, range: Range<u64>, etag: Option<&str>, buf: &mut Vec<u8>) -> Result<()> {
+        match self.check(key)? {
+            Some(_) => Err(StoreError::Io { key: key.to_string(), source: std::io::ErrorKind::Unsupported.into() }),
+            None => self.inner.read_blocking(key, range, etag, buf),
+        }
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         match self.check(key)? {
             Some(_) => Err(read_only(key)),

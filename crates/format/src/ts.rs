@@ -238,6 +238,7 @@ struct Packet<'a> {
 
 /// Parses a transport packet header and adaptation field length (ISO/IEC 13818-1 §2.4.3.2,
 /// §2.4.3.4); `off` is the packet's byte offset, for errors.
+#[inline(always)]
 fn parse_packet(pkt: &[u8], off: u64) -> Result<Packet<'_>, FormatError> {
     if pkt[0] != 0x47 {
         bail_at!(off, "lost sync at offset {off}");
