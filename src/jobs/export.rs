@@ -635,9 +635,14 @@ pub async fn copy(
     let mut done = 0u64;
     let mut source = item.source;
     let copied = async {
-        while done < item.len_bytes {
+        loop {
+            // Also after the last bytes (paced, they may have waited): a stopped item is not
+            // made the object.
             if let Some(why) = progress.stopped() {
                 return Err(CopyError::Stopped(why));
+            }
+            if done == item.len_bytes {
+                return Ok(());
             }
             let (buf, upto) = writer.buffer().await.map_err(CopyError::Failed)?;
             let start = buf.len();
@@ -665,7 +670,6 @@ pub async fn copy(
                 }
             }
         }
-        Ok(())
     }
     .await;
     drop(source);
@@ -972,5 +976,16 @@ mod tests {
         let e = copy(item(b"0123456789"), w, &progress, None, false).await.unwrap_err();
         assert_eq!(e, CopyError::Stopped(Stop::Cancelled));
         assert!(!dir.path().join("gone.mp4").exists() && !dir.path().join("gone.mp4.part").exists());
+        // And one stopped while its last bytes wait for the pace (10 bytes at 20 bytes/s).
+        let progress = Arc::new(Progress::new());
+        let stopper = progress.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stopper.stop(Stop::Drain);
+        });
+        let w = Writer::open(&target, "paced.mp4", 10).await.unwrap();
+        let e = copy(item(b"0123456789"), w, &progress, Some(20), false).await.unwrap_err();
+        assert_eq!(e, CopyError::Stopped(Stop::Drain));
+        assert!(!dir.path().join("paced.mp4").exists() && !dir.path().join("paced.mp4.part").exists());
     }
 }
