@@ -273,10 +273,8 @@ const DIRECT_ALIGN: usize = 4096;
 pub struct FileWriter {
     /// The file, or the batch being written (which gives the file and its buffer back).
     slot: FileSlot,
-    /// Buffers free to fill.
+    /// Buffers free to fill (two in all: one filling while the other is written).
     spare: Vec<Vec<u8>>,
-    /// Buffers this writer has taken (at most two).
-    buffers: usize,
     /// Bytes handed to the blocking pool so far (the file offset of the next batch).
     written: u64,
     /// A batch shorter than [`FILE_BATCH_BYTES`] was written: it was the last.
@@ -339,8 +337,7 @@ impl FileWriter {
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
         Ok(FileWriter {
             slot: FileSlot::Idle(file),
-            spare: Vec::new(),
-            buffers: 0,
+            spare: vec![batch_buffer(), batch_buffer()],
             written: 0,
             ended: false,
             tmp,
@@ -369,10 +366,6 @@ impl FileWriter {
     async fn buffer(&mut self) -> Result<(Vec<u8>, usize), String> {
         let mut buf = match self.spare.pop() {
             Some(b) => b,
-            None if self.buffers < 2 => {
-                self.buffers += 1;
-                batch_buffer()
-            }
             None => {
                 let file = self.file().await?;
                 self.slot = FileSlot::Idle(file);

@@ -73,8 +73,8 @@ pub struct Filler {
     ci: usize,
     /// A made chunk that did not fit the last buffer; its bytes `carry.1` are still to go out.
     carry: (Vec<u8>, Range<usize>),
-    /// Segments being read, in the chunks' order.
-    reads: VecDeque<(u32, u64, Read)>,
+    /// Segments being read, in the chunks' order: segment, source bytes `lo..hi`, the read.
+    reads: VecDeque<(u32, u64, u64, Read)>,
     /// Segments read, kept while chunks from `ci` on use them.
     ready: Vec<Source>,
     /// Buffers of local reads no chunk uses any more.
@@ -107,7 +107,7 @@ pub fn filler(catalog: Catalog, media: Arc<UserMedia>, file: File) -> Filler {
 
 impl Drop for Filler {
     fn drop(&mut self) {
-        for (_, _, read) in &self.reads {
+        for (_, _, _, read) in &self.reads {
             read.abort();
         }
     }
@@ -145,7 +145,7 @@ impl Filler {
                 self.start_reads(&loaded, cj);
                 let last = chunks[cj - 1].segment;
                 while self.ready.last().is_none_or(|s| s.segment < last) {
-                    let Some((segment, lo, read)) = self.reads.pop_front() else {
+                    let Some((segment, lo, _, read)) = self.reads.pop_front() else {
                         return Err(MediaError::Task("export read-ahead fell behind".into()));
                     };
                     let bytes = read.await.map_err(|e| MediaError::Task(e.to_string()))??;
@@ -203,14 +203,7 @@ impl Filler {
     /// within [`READ_AHEAD_BYTES`], each once.
     fn start_reads(&mut self, loaded: &Arc<LoadedFile>, until: usize) {
         let chunks = &loaded.layout.chunks;
-        let mut in_flight: u64 = self
-            .reads
-            .iter()
-            .map(|(segment, _, _)| {
-                let (lo, hi) = source_range(loaded, *segment, chunks);
-                hi - lo
-            })
-            .sum();
+        let mut in_flight: u64 = self.reads.iter().map(|(_, lo, hi, _)| hi - lo).sum();
         while self.read_ci < chunks.len() && (self.read_ci < until || in_flight < READ_AHEAD_BYTES) {
             let segment = chunks[self.read_ci].segment;
             while self.read_ci < chunks.len() && chunks[self.read_ci].segment == segment {
@@ -219,12 +212,12 @@ impl Filler {
             let (lo, hi) = source_range(loaded, segment, chunks);
             in_flight += hi - lo;
             let (media, object) = (self.media.clone(), loaded.objects[segment as usize].clone());
+            // The scoped store checks that the key is within the user's reach.
             let read = tokio::spawn(async move {
                 let (key, etag) = &object;
-                media.store.check(key)?;
                 Ok(media.store.get_range_if(key, lo..hi, etag.as_deref()).await?)
             });
-            self.reads.push_back((segment, lo, read));
+            self.reads.push_back((segment, lo, hi, read));
         }
     }
 }
@@ -329,8 +322,7 @@ fn make_chunks(
         if n < len {
             // Only the last chunk can overflow; what is left of it waits in `carry`.
             if seg.container == Container::Fmp4 {
-                let rest = made[n..].to_vec();
-                *carry = rest;
+                *carry = made[n..].to_vec();
                 return Ok(0..carry.len());
             }
             return Ok(off + n..off + len);

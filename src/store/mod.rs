@@ -101,7 +101,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `Unsupported` for a key that [`Self::reads_locally`] denies.
     fn read_blocking(&self, key: &str, range: Range<u64>, etag: Option<&str>, buf: &mut Vec<u8>) -> Result<()> {
         let _ = (range, etag, buf);
-        Err(StoreError::Io { key: key.to_string(), source: std::io::ErrorKind::Unsupported.into() })
+        Err(no_local_reads(key))
     }
     /// Stores `data` under `key` atomically: readers see the old state or all of `data`.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
@@ -122,6 +122,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn check(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// The error of [`ObjectStore::read_blocking`] for a key the store does not read locally.
+pub(crate) fn no_local_reads(key: &str) -> StoreError {
+    StoreError::Io { key: key.to_string(), source: std::io::ErrorKind::Unsupported.into() }
 }
 
 /// Checks that `key` is a relative path of non-empty, non-dot segments of `[A-Za-z0-9._-]`.

@@ -81,7 +81,7 @@ impl ObjectStore for ScopedStore {
     }
     fn read_blocking(&self, key: &str, range: Range<u64>, etag: Option<&str>, buf: &mut Vec<u8>) -> Result<()> {
         match self.check(key)? {
-            Some(_) => Err(StoreError::Io { key: key.to_string(), source: std::io::ErrorKind::Unsupported.into() }),
+            Some(_) => Err(super::no_local_reads(key)),
             None => self.inner.read_blocking(key, range, etag, buf),
         }
     }
