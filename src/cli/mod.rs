@@ -217,6 +217,12 @@ enum Cmd {
         /// cores busy).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallel: u16,
+        /// Into a directory: leave each file to the page cache and the kernel's writeback, as cp
+        /// and ffmpeg do, instead of making it durable (direct writes, fdatasync) before naming
+        /// it. Faster where the disk is the bound; after a power loss a file may be named but
+        /// incomplete, and a resumed export would keep it.
+        #[arg(long)]
+        no_sync: bool,
         /// Items: CAMERA/DAY/NAME.mp4 (a recording) or CAMERA/START_END.mp4 (a clip, RFC 3339
         /// times, as /v1/clips names it).
         paths: Vec<String>,
@@ -388,8 +394,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Camera { cmd: CameraCmd::Add { user, camera } } => camera_add(&catalog, &user, &camera).await,
         Cmd::Share { user, path, expires, modes, base } => share(&catalog, &user, &path, &expires, &modes, &base).await,
         Cmd::Keys { cmd } => keys(&catalog, cmd).await,
-        Cmd::Export { user, to, items, accuracy, gaps, parallel, paths } => {
-            export(catalog, store, &user, &to, items, &accuracy, &gaps, parallel.into(), paths).await
+        Cmd::Export { user, to, items, accuracy, gaps, parallel, no_sync, paths } => {
+            export(catalog, store, &user, &to, items, &accuracy, &gaps, parallel.into(), !no_sync, paths).await
         }
         Cmd::Demo { listen } => demo(catalog, store, listen).await,
     }
@@ -769,6 +775,7 @@ async fn export(
     accuracy: &str,
     gaps: &str,
     parallel: usize,
+    sync: bool,
     paths: Vec<String>,
 ) -> Result<(), Failure> {
     use crate::jobs::export::{ClipItem, CopyError, ExportItem, Items, Progress, Target, Writer, copy};
@@ -814,10 +821,13 @@ async fn export(
         names.push(item.check().map_err(|e| Failure(EXIT_USAGE, format!("item {n}: {e}")))?);
     }
     let target = if to.starts_with("s3://") {
+        if !sync {
+            return Err(Failure(EXIT_USAGE, "--no-sync: for a directory (S3 objects are stored once whole)".into()));
+        }
         let dest = crate::jobs::export::Destination::S3(to.to_string());
         Target::of(&dest).await.map_err(|e| Failure(EXIT_USAGE, format!("--to: {e}")))?
     } else {
-        Target::Dir(PathBuf::from(to))
+        Target::Dir { dir: PathBuf::from(to), sync }
     };
     let state = AppState::new(catalog, store, Duration::from_secs(30), Limits::default(), Duration::from_secs(300));
     let source = crate::http::exports::TreeItems { state };

@@ -188,7 +188,13 @@ pub enum Target {
     /// Objects PREFIX + name.
     S3 { s3: Arc<S3>, prefix: ArchiveUrl },
     /// Files DIR/name (directories made as needed; each written to `NAME.part`, then renamed).
-    Dir(PathBuf),
+    Dir {
+        dir: PathBuf,
+        /// Each file made durable before it is named (direct writes, `fdatasync`); `false`:
+        /// written through the page cache, its writeback left to the kernel, as `cp` and
+        /// ffmpeg do ([`FileWriter`]).
+        sync: bool,
+    },
     /// Nowhere: items are made for their CRC-32 only (the ZIP destination).
     Checksum,
 }
@@ -206,7 +212,7 @@ impl Target {
     pub fn location(&self, name: &str) -> String {
         match self {
             Target::S3 { prefix, .. } => format!("s3://{}/{}{name}", prefix.bucket, prefix.key),
-            Target::Dir(d) => d.join(name).display().to_string(),
+            Target::Dir { dir, .. } => dir.join(name).display().to_string(),
             Target::Checksum => name.to_string(),
         }
     }
@@ -219,7 +225,7 @@ impl Target {
                 .await
                 .map_err(|e| e.to_string())?
                 .map(|m| m.len_bytes)),
-            Target::Dir(d) => Ok(tokio::fs::metadata(d.join(name)).await.ok().map(|m| m.len())),
+            Target::Dir { dir, .. } => Ok(tokio::fs::metadata(dir.join(name)).await.ok().map(|m| m.len())),
             Target::Checksum => Ok(None),
         }
     }
@@ -270,6 +276,11 @@ const DIRECT_ALIGN: usize = 4096;
 /// [`DIRECT_ALIGN`] and the file cut back to its length. A file system that refuses direct I/O
 /// gets ordinary writes. The data is made durable (`fdatasync`) before the rename: a file under
 /// its final name is whole on disk, which is what a resumed export relies on.
+///
+/// Unsynced (`sync: false`), the file is written through the page cache and its writeback left
+/// to the kernel, as `cp` and ffmpeg leave theirs. It is whole under its name for every reader,
+/// and on disk some seconds later; a power loss before then can leave it named but short or
+/// holed.
 pub struct FileWriter {
     /// The file, or the batch being written (which gives the file and its buffer back).
     slot: FileSlot,
@@ -279,6 +290,8 @@ pub struct FileWriter {
     written: u64,
     /// A batch shorter than [`FILE_BATCH_BYTES`] was written: it was the last.
     ended: bool,
+    /// Durable before the rename (direct writes, `fdatasync`), or left to the page cache.
+    sync: bool,
     tmp: PathBuf,
     path: PathBuf,
 }
@@ -315,7 +328,7 @@ fn align_offset(buf: &[u8]) -> usize {
 }
 
 impl FileWriter {
-    async fn create(path: PathBuf) -> Result<FileWriter, String> {
+    async fn create(path: PathBuf, sync: bool) -> Result<FileWriter, String> {
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(|e| format!("{}: {e}", parent.display()))?;
         }
@@ -327,7 +340,7 @@ impl FileWriter {
                 std::fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(flags).open(&open)
             };
             #[cfg(target_os = "linux")]
-            if let Ok(f) = create(libc::O_DIRECT) {
+            if sync && let Ok(f) = create(libc::O_DIRECT) {
                 return Ok(f);
             }
             create(0)
@@ -340,6 +353,7 @@ impl FileWriter {
             spare: vec![batch_buffer(), batch_buffer()],
             written: 0,
             ended: false,
+            sync,
             tmp,
             path,
         })
@@ -400,11 +414,13 @@ impl FileWriter {
     async fn finish(mut self) -> Result<(), String> {
         let file = self.file().await?;
         recycle(std::mem::take(&mut self.spare));
-        let (len, tmp, path) = (self.written, self.tmp.clone(), self.path.clone());
+        let (len, sync, tmp, path) = (self.written, self.sync, self.tmp.clone(), self.path.clone());
         tokio::task::spawn_blocking(move || {
             // The padding of the last direct write cut off.
             file.set_len(len)?;
-            file.sync_data()?;
+            if sync {
+                file.sync_data()?;
+            }
             drop(file);
             std::fs::rename(&tmp, &path)
         })
@@ -468,7 +484,7 @@ impl Writer {
                     len_bytes,
                 })
             }
-            Target::Dir(dir) => Ok(Writer::File(FileWriter::create(dir.join(name)).await?)),
+            Target::Dir { dir, sync } => Ok(Writer::File(FileWriter::create(dir.join(name), *sync).await?)),
             Target::Checksum => Ok(Writer::Checksum(None)),
         }
     }
@@ -944,16 +960,21 @@ mod tests {
     #[tokio::test]
     async fn file_writer_writes_every_byte_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let target = Target::Dir(dir.path().to_path_buf());
-        for (name, len) in
-            [("a/big.mp4", 2 * FILE_BATCH_BYTES + 12_345), ("exact.mp4", FILE_BATCH_BYTES), ("empty.mp4", 0)]
-        {
-            let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
-            let w = Writer::open(&target, name, len as u64).await.unwrap();
-            let crc = copy(item(&data), w, &Progress::new(), None, true).await.unwrap();
-            assert_eq!(crc, Some(crc32fast::hash(&data)), "{name}");
-            assert!(std::fs::read(dir.path().join(name)).unwrap() == data, "{name}");
-            assert!(!dir.path().join(name).with_extension("mp4.part").exists(), "{name}");
+        let target = Target::Dir { dir: dir.path().to_path_buf(), sync: true };
+        // Durable (direct writes) and left to the page cache alike.
+        for sync in [true, false] {
+            let target = Target::Dir { dir: dir.path().join(format!("sync-{sync}")), sync };
+            for (name, len) in
+                [("a/big.mp4", 2 * FILE_BATCH_BYTES + 12_345), ("exact.mp4", FILE_BATCH_BYTES), ("empty.mp4", 0)]
+            {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
+                let w = Writer::open(&target, name, len as u64).await.unwrap();
+                let crc = copy(item(&data), w, &Progress::new(), None, true).await.unwrap();
+                assert_eq!(crc, Some(crc32fast::hash(&data)), "{name}");
+                let path = std::path::PathBuf::from(target.location(name));
+                assert!(std::fs::read(&path).unwrap() == data, "{name}, sync {sync}");
+                assert!(!path.with_extension("mp4.part").exists(), "{name}");
+            }
         }
         // A source that ends early fails the item and leaves nothing behind.
         let mut short = item(b"0123456789");

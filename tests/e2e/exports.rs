@@ -1,6 +1,6 @@
 //! Export jobs on one node (SQLite): a job to a ZIP with clips and a recording, a failed item
 //! reported per item, the ZIP downloaded and checked member by member against the files fetched
-//! alone; refusals; and `jitmux export` into a directory, resumed.
+//! alone; refusals; and `jitmux export` into a directory, resumed, and left to the page cache.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -144,4 +144,22 @@ fn an_export_job_to_a_zip_and_the_cli_into_a_directory() {
     let r = run(&["cam/2026-03-01/10-01-00.mp4", "cam/2026-03-01T12:00:00Z_2026-03-01T12:01:00Z.mp4"]);
     assert_eq!(r.code, 65, "an item failed: {}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("1 kept") && r.stderr.contains("no media in the range"), "{}{}", r.stdout, r.stderr);
+    // Left to the page cache (--no-sync): the same bytes; not for S3.
+    let cached = dir.path().join("cached");
+    let r = env.cli(&[
+        "export",
+        "--user",
+        "alice",
+        "--no-sync",
+        "--to",
+        cached.to_str().unwrap(),
+        "cam/2026-03-01/10-01-00.mp4",
+    ]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let member = alone[2].0;
+    assert!(std::fs::read(cached.join(member)).unwrap() == std::fs::read(x.join(member)).unwrap(), "{member}");
+    let r =
+        env.cli(&["export", "--user", "alice", "--no-sync", "--to", "s3://bucket/x/", "cam/2026-03-01/10-01-00.mp4"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("--no-sync: for a directory"), "{}", r.stderr);
 }
