@@ -36,6 +36,33 @@ async fn filled(catalog: &Catalog, media: &Arc<UserMedia>, file: &File, upto: us
     }
 }
 
+/// The local store read only through its async reads, as an S3 store is (a filler reads such a
+/// store ahead on the async runtime instead of on its blocking thread).
+struct AsyncReads(Arc<dyn ObjectStore>);
+
+#[async_trait::async_trait]
+impl ObjectStore for AsyncReads {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, jitmux::store::StoreError> {
+        self.0.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, data: bytes::Bytes) -> Result<(), jitmux::store::StoreError> {
+        self.0.put(key, data).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>, jitmux::store::StoreError> {
+        self.0.head(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), jitmux::store::StoreError> {
+        self.0.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, jitmux::store::StoreError> {
+        self.0.list(prefix).await
+    }
+}
+
 async fn server_bytes(app: &axum::Router, token: &str, uri: &str, range: Option<String>) -> (u16, Vec<u8>) {
     let mut req = Request::get(uri).header("authorization", format!("Bearer {token}"));
     if let Some(r) = range {
@@ -61,6 +88,7 @@ async fn any_range_and_the_stream_through_media_equal_what_the_server_sends() {
     ));
     // A separate UserMedia from the server's own: nothing is shared but the catalog and store.
     let media = Arc::new(UserMedia::new(store.clone(), user.id, 2));
+    let remote = Arc::new(UserMedia::new(Arc::new(AsyncReads(store.clone())), user.id, 2));
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let mut rnd = move || {
         x ^= x << 13;
@@ -88,6 +116,8 @@ async fn any_range_and_the_stream_through_media_equal_what_the_server_sends() {
         // Made into buffers: smaller than the head, odd, larger than chunks, larger than the file.
         for upto in [1000, 65_537, 1 << 20, 8 << 20] {
             assert!(filled(&catalog, &media, &file, upto).await == whole, "{set}: filled, {upto}-byte buffers");
+            let read_ahead = filled(&catalog, &remote, &file, upto).await;
+            assert!(read_ahead == whole, "{set}: filled from async reads, {upto}-byte buffers");
         }
         // Frame-accurate clips from inside a GOP to inside another: chunks cut at both ends.
         for (from, to) in [(1_300, 5_700), (2_010, 2_990)] {
@@ -99,8 +129,12 @@ async fn any_range_and_the_stream_through_media_equal_what_the_server_sends() {
             };
             let clip = media::open_clip(&catalog, &media, camera, cut).await.unwrap();
             let want = media::read_range(&catalog, &media, &clip, 0..clip.len_bytes()).await.unwrap();
+            // A clip's layout is made where it is opened.
+            let remote_clip = media::open_clip(&catalog, &remote, camera, cut).await.unwrap();
             for upto in [4_099, 1 << 20] {
                 assert!(filled(&catalog, &media, &clip, upto).await == want, "{set}: clip {from}..{to} ms, {upto}");
+                let read_ahead = filled(&catalog, &remote, &remote_clip, upto).await;
+                assert!(read_ahead == want, "{set}: clip {from}..{to} ms from async reads, {upto}");
             }
         }
 

@@ -233,9 +233,10 @@ fn source_range(loaded: &LoadedFile, segment: u32, chunks: &[crate::format::mp4:
     })
 }
 
-/// One batch on the blocking pool: the segments of chunks `range` read first when `local`
-/// (into reused buffers), the chunks made ([`make_chunks`]), and the sources no later chunk
-/// uses given up (local buffers kept for the next reads).
+/// One batch on the blocking pool: the chunks `range` made ([`make_chunks`]), and the sources
+/// no later chunk uses given up (local buffers kept for the next reads). When `local`, each
+/// segment is read (into a reused buffer) just before its chunks are made, so it is still in
+/// the CPU's cache while they are, and a batch holds one segment's bytes at a time.
 fn make_batch(
     loaded: &LoadedFile,
     media: &UserMedia,
@@ -245,30 +246,41 @@ fn make_batch(
     upto: usize,
 ) -> Result<Range<usize>, MediaError> {
     let chunks = &loaded.layout.chunks;
-    if local {
-        for c in &chunks[range.clone()] {
-            if work.ready.last().is_some_and(|s| s.segment >= c.segment) {
-                continue;
-            }
-            let (lo, hi) = source_range(loaded, c.segment, chunks);
-            let (key, etag) = &loaded.objects[c.segment as usize];
+    let mut at = range.start;
+    while at < range.end {
+        // Chunks are in segment order: `at..to` are the batch's chunks of one segment.
+        let segment = chunks[at].segment;
+        let to = at + chunks[at..range.end].partition_point(|c| c.segment == segment);
+        give_up(&mut work.ready, &mut work.spare, segment);
+        if local && work.ready.last().is_none_or(|s| s.segment < segment) {
+            let (lo, hi) = source_range(loaded, segment, chunks);
+            let (key, etag) = &loaded.objects[segment as usize];
             let mut bytes = work.spare.pop().unwrap_or_default();
             media.store.read_blocking(key, lo..hi, etag.as_deref(), &mut bytes)?;
-            work.ready.push(Source { segment: c.segment, lo, bytes: SourceBytes::Local(bytes) });
+            work.ready.push(Source { segment, lo, bytes: SourceBytes::Local(bytes) });
         }
+        let rest = make_chunks(loaded, &work.ready, at..to, &mut work.buf, upto, &mut work.carry)?;
+        if !rest.is_empty() {
+            // Only the batch's last chunk overflows.
+            return Ok(rest);
+        }
+        at = to;
     }
-    let rest = make_chunks(loaded, &work.ready, range.clone(), &mut work.buf, upto, &mut work.carry)?;
     if let Some(next) = chunks.get(range.end) {
-        let (keep, done): (Vec<Source>, Vec<Source>) =
-            std::mem::take(&mut work.ready).into_iter().partition(|s| s.segment >= next.segment);
-        work.ready = keep;
-        for s in done {
-            if let SourceBytes::Local(v) = s.bytes {
-                work.spare.push(v);
-            }
+        give_up(&mut work.ready, &mut work.spare, next.segment);
+    }
+    Ok(0..0)
+}
+
+/// Drops the sources of segments before `segment` (no later chunk uses them), keeping the
+/// buffers of local reads in `spare`.
+fn give_up(ready: &mut Vec<Source>, spare: &mut Vec<Vec<u8>>, segment: u32) {
+    let n = ready.partition_point(|s| s.segment < segment);
+    for s in ready.drain(..n) {
+        if let SourceBytes::Local(v) = s.bytes {
+            spare.push(v);
         }
     }
-    Ok(rest)
 }
 
 /// Makes output chunks `range` of `loaded` from their segments' `sources`, appending to `buf`

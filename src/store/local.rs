@@ -65,7 +65,11 @@ impl ObjectStore for LocalDirStore {
         }
         let n = range.end - range.start;
         buf.clear();
-        buf.reserve(n as usize);
+        if buf.capacity() < n as usize {
+            // A new allocation, not a grown one (which would copy the old bytes), with room
+            // for the next segments, which vary in length, to reuse it.
+            *buf = Vec::with_capacity(n as usize + n as usize / 4);
+        }
         f.seek(std::io::SeekFrom::Start(range.start)).map_err(io(key))?;
         // Into the buffer's spare capacity: no zeroing of bytes about to be overwritten.
         f.take(n).read_to_end(buf).map_err(io(key))?;
