@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, CatalogError, ExportJob, ExportState, ItemOutcome, ItemState, Lease};
@@ -822,10 +823,23 @@ impl Runner {
                 }
             }
         }
-        for (it, spec) in todo {
+        // Each item resolved again (its layout from the user's cache, when still there) and
+        // prepared in a task of its own, one item ahead of the one being written.
+        let mut prepared = futures::stream::iter(todo)
+            .map(|(it, spec)| {
+                let (items, user) = (self.items.clone(), job.user_id);
+                let task = tokio::spawn(async move {
+                    let mut r = items.resolve(user, &spec).await?;
+                    r.source.prepare().await?;
+                    Ok::<_, String>(r)
+                });
+                async move { (it, task.await.unwrap_or_else(|e| Err(format!("export task: {e}")))) }
+            })
+            .buffered(2);
+        while let Some((it, resolved)) = prepared.next().await {
             progress.seq.store(it.seq, Ordering::SeqCst);
             progress.bytes.store(0, Ordering::SeqCst);
-            let outcome = match self.items.resolve(job.user_id, &spec).await {
+            let outcome = match resolved {
                 Err(e) => ItemOutcome::Failed(e),
                 Ok(r) => {
                     let (len_bytes, etag) = (r.len_bytes, r.etag.clone());
