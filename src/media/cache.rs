@@ -17,6 +17,7 @@ use crate::store::ObjectStore as _;
 /// A file's layout with what serving it needs.
 #[derive(Debug)]
 pub struct LoadedFile {
+    /// The layout; its `head` is moved out (empty), into `head`.
     pub layout: Layout,
     /// `ftyp` + `moov` + `mdat` header as shared bytes.
     pub head: Bytes,
@@ -111,7 +112,7 @@ async fn build(catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaE
             }
         }
         let t_decode = t1.elapsed();
-        let layout =
+        let mut layout =
             Layout::build(&inputs).map_err(|e| MediaError::Layout(first.unwrap_or(crate::model::RecordingId(0)), e))?;
         tracing::debug!(
             segments = inputs.len(),
@@ -121,7 +122,7 @@ async fn build(catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaE
             "layout built"
         );
         Ok(LoadedFile {
-            head: Bytes::copy_from_slice(&layout.head),
+            head: Bytes::from(std::mem::take(&mut layout.head)),
             layout,
             etag: etag.value(),
             objects,

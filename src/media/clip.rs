@@ -85,7 +85,7 @@ async fn build(catalog: &Catalog, recs: Vec<Recording>, cut: Cut) -> Result<Arc<
                 inputs.push(SegmentInput { index: Arc::new(index), join_before: s.join_before });
                 objs.push((s.object_key.clone(), s.object_etag.clone()));
             }
-            let layout = match Layout::build(&inputs) {
+            let layout = match Layout::build_headless(&inputs) {
                 Ok(l) => Some(l),
                 // A recording without samples (a broadcast that just began) has nothing to give.
                 Err(crate::format::mp4::LayoutError::Empty) => None,
@@ -127,8 +127,8 @@ async fn build(catalog: &Catalog, recs: Vec<Recording>, cut: Cut) -> Result<Arc<
             build_ms = t0.elapsed().as_secs_f64() * 1e3,
             "clip built"
         );
-        let layout = made.layout;
-        Ok(LoadedFile { head: Bytes::copy_from_slice(&layout.head), layout, etag, objects, spans })
+        let mut layout = made.layout;
+        Ok(LoadedFile { head: Bytes::from(std::mem::take(&mut layout.head)), layout, etag, objects, spans })
     })
     .await
     .map_err(|e| MediaError::Task(e.to_string()))??;

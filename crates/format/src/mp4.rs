@@ -172,6 +172,18 @@ impl Layout {
         }
         b.layout()
     }
+
+    /// [`Layout::build`] without the head: what a clip is cut from ([`clip::clip`] reads the
+    /// tracks, chunks and segments only), made without writing a `moov` it would not use.
+    /// `head` is empty, so chunk offsets count from the first payload byte and `len_bytes` is
+    /// the payload's; not the layout of a playable file. Errors: as [`Layout::build`].
+    pub fn build_headless(segments: &[SegmentInput]) -> Result<Layout, LayoutError> {
+        let mut b = LayoutBuilder::new();
+        for seg in segments {
+            b.push(seg.clone())?;
+        }
+        b.layout_with(false)
+    }
 }
 
 /// The RFC 6381 codecs parameter of `tracks` (in file order): each track's first sample entry,
@@ -359,6 +371,11 @@ impl LayoutBuilder {
     ///
     /// Errors with [`LayoutError::Empty`] when no track has samples.
     pub fn layout(&self) -> Result<Layout, LayoutError> {
+        self.layout_with(true)
+    }
+
+    /// The layout, with its head (`ftyp`, `moov`, `mdat` header) or without ([`Layout::build_headless`]).
+    fn layout_with(&self, head: bool) -> Result<Layout, LayoutError> {
         let plan = self.plan()?;
         let mut tracks: Vec<Track> = plan.order.iter().map(|&b| self.tracks[b].clone()).collect();
         let several = |kind| tracks.iter().filter(|t| t.kind == kind).count() > 1;
@@ -392,7 +409,18 @@ impl LayoutBuilder {
         }
         debug_assert_eq!(payload, plan.payload);
 
-        let layout = assemble(tracks, &plan.edits, plan.movie_dur, chunks, payload, self.segments.clone());
+        let segments = self.segments.clone();
+        if !head {
+            return Ok(Layout {
+                head: Vec::new(),
+                chunks,
+                len_bytes: payload,
+                segments,
+                tracks,
+                movie_dur: plan.movie_dur,
+            });
+        }
+        let layout = assemble(tracks, &plan.edits, plan.movie_dur, chunks, payload, segments);
         debug_assert_eq!(
             layout.head.len() as u64,
             plan.head_len,

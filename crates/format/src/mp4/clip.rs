@@ -59,7 +59,7 @@ pub enum Gaps {
 /// One recording a clip may take media from.
 #[derive(Debug, Clone, Copy)]
 pub struct ClipSource<'a> {
-    /// The recording's whole file.
+    /// The recording's whole file (its head is not read: [`Layout::build_headless`] will do).
     pub layout: &'a Layout,
     /// Wall-clock time of the file's movie time 0, nanoseconds since the Unix epoch.
     pub start_ns: i128,

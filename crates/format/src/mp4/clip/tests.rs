@@ -128,6 +128,29 @@ fn gaps_are_kept_or_collapsed() {
 }
 
 #[test]
+fn headless_sources_cut_the_same_clip() {
+    let segs = |n: usize, dts0: i64| -> Vec<_> {
+        (0..n).map(|i| seg(dts0 + i as i64 * 180_000, 60, 100, dts0 * 48 / 90 + i as i64 * 96_000, None)).collect()
+    };
+    let (a, b) = (segs(2, 0), segs(3, 900_000));
+    let whole = [Layout::build(&a).unwrap(), Layout::build(&b).unwrap()];
+    let headless = [Layout::build_headless(&a).unwrap(), Layout::build_headless(&b).unwrap()];
+    assert!(headless[0].head.is_empty() && headless[0].len_bytes == whole[0].len_bytes - whole[0].head.len() as u64);
+    fn src(l: &[Layout; 2]) -> [ClipSource<'_>; 2] {
+        [ClipSource { layout: &l[0], start_ns: 0 }, ClipSource { layout: &l[1], start_ns: 10 * S }]
+    }
+    for accuracy in [Accuracy::Frame, Accuracy::Keyframe] {
+        for gaps in [Gaps::Keep, Gaps::Collapse] {
+            let r = range(1.3, 12.7, accuracy, gaps);
+            let (x, y) = (clip(&src(&whole), r).unwrap(), clip(&src(&headless), r).unwrap());
+            assert!(x.layout.head == y.layout.head, "{accuracy:?} {gaps:?}: heads");
+            assert_eq!(x.layout.chunks, y.layout.chunks, "{accuracy:?} {gaps:?}: chunks");
+            assert_eq!((x.layout.len_bytes, &x.sources), (y.layout.len_bytes, &y.sources));
+        }
+    }
+}
+
+#[test]
 fn empty_and_missing_ranges_are_errors() {
     let rec = recording(1, 0);
     let src = [ClipSource { layout: &rec, start_ns: 0 }];
