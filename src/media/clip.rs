@@ -8,11 +8,11 @@ use bytes::Bytes;
 use super::cache::LoadedFile;
 use super::spec::ClipFacts;
 use super::{ClipSpan, Cut, File, FileSpec, MediaError, MediaRange, Part, UserMedia};
-use crate::catalog::{Catalog, Recording};
+use crate::catalog::{Catalog, Recording, Segment};
 use crate::format::index::SegmentIndex;
 use crate::format::mp4::clip::{self, Accuracy, ClipError, ClipRange, ClipSource, Gaps};
 use crate::format::mp4::{Layout, SegmentInput};
-use crate::model::CameraId;
+use crate::model::{CameraId, RecordingId};
 
 impl Cut {
     /// The cut's parameters as the ETag and the file name see them:
@@ -63,37 +63,28 @@ pub async fn open_clip(catalog: &Catalog, media: &UserMedia, camera: CameraId, c
     Ok(File::clip(spec, first, facts))
 }
 
-/// Builds a clip's layout: each recording's layout from its indexes (blocking pool), then the cut.
+/// Builds a clip's layout: each recording's layout from its indexes, then the cut (blocking
+/// pool). Two recordings at a time: one's index rows are read while another's layout is built,
+/// and two layouts build on two cores.
 async fn build(catalog: &Catalog, recs: Vec<Recording>, cut: Cut) -> Result<Arc<LoadedFile>, MediaError> {
-    let mut parts = Vec::with_capacity(recs.len());
-    for r in &recs {
-        parts.push(catalog.segments(r.id).await?);
-    }
-    let loaded = tokio::task::spawn_blocking(move || -> Result<LoadedFile, MediaError> {
-        let t0 = std::time::Instant::now();
-        let mut layouts = Vec::with_capacity(recs.len());
-        let mut objects = Vec::with_capacity(recs.len());
-        for (r, segs) in recs.iter().zip(&parts) {
-            let mut inputs = Vec::with_capacity(segs.len());
-            let mut objs = Vec::with_capacity(segs.len());
-            for s in segs {
-                let index = SegmentIndex::decode(&s.sample_index).map_err(|source| MediaError::Index {
-                    recording: r.id,
-                    seq: s.seq,
-                    source,
-                })?;
-                inputs.push(SegmentInput { index: Arc::new(index), join_before: s.join_before });
-                objs.push((s.object_key.clone(), s.object_etag.clone()));
+    use futures::{StreamExt as _, TryStreamExt as _};
+    let t0 = std::time::Instant::now();
+    let ids: Vec<RecordingId> = recs.iter().map(|r| r.id).collect();
+    let parts: Vec<RecordingLayout> = futures::stream::iter(ids)
+        .map(|id| {
+            let catalog = catalog.clone();
+            async move {
+                let segs = catalog.segments(id).await?;
+                tokio::task::spawn_blocking(move || recording_layout(id, &segs))
+                    .await
+                    .map_err(|e| MediaError::Task(e.to_string()))?
             }
-            let layout = match Layout::build_headless(&inputs) {
-                Ok(l) => Some(l),
-                // A recording without samples (a broadcast that just began) has nothing to give.
-                Err(crate::format::mp4::LayoutError::Empty) => None,
-                Err(e) => return Err(MediaError::Layout(r.id, e)),
-            };
-            layouts.push(layout);
-            objects.push(objs);
-        }
+        })
+        .buffered(2)
+        .try_collect()
+        .await?;
+    let loaded = tokio::task::spawn_blocking(move || -> Result<LoadedFile, MediaError> {
+        let (layouts, objects): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
         let with: Vec<usize> = (0..recs.len()).filter(|&i| layouts[i].is_some()).collect();
         let sources: Vec<ClipSource<'_>> = with
             .iter()
@@ -124,8 +115,8 @@ async fn build(catalog: &Catalog, recs: Vec<Recording>, cut: Cut) -> Result<Arc<
         tracing::debug!(
             recordings = recs.len(),
             segments = made.layout.segments.len(),
-            build_ms = t0.elapsed().as_secs_f64() * 1e3,
-            "clip built"
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "clip built (indexes read, layouts built, cut)"
         );
         let mut layout = made.layout;
         Ok(LoadedFile { head: Bytes::from(std::mem::take(&mut layout.head)), layout, etag, objects, spans })
@@ -133,4 +124,28 @@ async fn build(catalog: &Catalog, recs: Vec<Recording>, cut: Cut) -> Result<Arc<
     .await
     .map_err(|e| MediaError::Task(e.to_string()))??;
     Ok(Arc::new(loaded))
+}
+
+/// A recording's layout (headless: a clip reads its timing only; `None` when it has no samples
+/// yet, a broadcast that just began) and the object of each of its segments.
+type RecordingLayout = (Option<Layout>, Vec<(String, Option<String>)>);
+
+/// Decodes `segs`' sample indexes and builds the layout of `recording` from them.
+fn recording_layout(recording: RecordingId, segs: &[Segment]) -> Result<RecordingLayout, MediaError> {
+    let mut inputs = Vec::with_capacity(segs.len());
+    let mut objects = Vec::with_capacity(segs.len());
+    for s in segs {
+        let index = SegmentIndex::decode(&s.sample_index).map_err(|source| MediaError::Index {
+            recording,
+            seq: s.seq,
+            source,
+        })?;
+        inputs.push(SegmentInput { index: Arc::new(index), join_before: s.join_before });
+        objects.push((s.object_key.clone(), s.object_etag.clone()));
+    }
+    match Layout::build_headless(&inputs) {
+        Ok(l) => Ok((Some(l), objects)),
+        Err(crate::format::mp4::LayoutError::Empty) => Ok((None, objects)),
+        Err(e) => Err(MediaError::Layout(recording, e)),
+    }
 }
