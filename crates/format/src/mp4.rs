@@ -170,7 +170,7 @@ impl Layout {
         for seg in segments {
             b.push(seg.clone())?;
         }
-        b.layout()
+        b.into_layout(true)
     }
 
     /// [`Layout::build`] without the head: what a clip is cut from ([`clip::clip`] reads the
@@ -182,7 +182,7 @@ impl Layout {
         for seg in segments {
             b.push(seg.clone())?;
         }
-        b.layout_with(false)
+        b.into_layout(false)
     }
 }
 
@@ -371,13 +371,24 @@ impl LayoutBuilder {
     ///
     /// Errors with [`LayoutError::Empty`] when no track has samples.
     pub fn layout(&self) -> Result<Layout, LayoutError> {
-        self.layout_with(true)
+        let plan = self.plan()?;
+        let tracks = plan.order.iter().map(|&b| self.tracks[b].clone()).collect();
+        Ok(self.layout_of(plan, tracks, self.segments.clone(), true))
     }
 
-    /// The layout, with its head (`ftyp`, `moov`, `mdat` header) or without ([`Layout::build_headless`]).
-    fn layout_with(&self, head: bool) -> Result<Layout, LayoutError> {
+    /// The layout as [`Self::layout`] makes it, with its head (`ftyp`, `moov`, `mdat` header)
+    /// or without ([`Layout::build_headless`]); the builder's tracks and segments moved into it
+    /// rather than copied. Errors: as [`Self::layout`].
+    fn into_layout(mut self, head: bool) -> Result<Layout, LayoutError> {
         let plan = self.plan()?;
-        let mut tracks: Vec<Track> = plan.order.iter().map(|&b| self.tracks[b].clone()).collect();
+        let mut all: Vec<Option<Track>> = std::mem::take(&mut self.tracks).into_iter().map(Some).collect();
+        let tracks = plan.order.iter().map(|&b| all[b].take().expect("a track is in the order once")).collect();
+        let segments = std::mem::take(&mut self.segments);
+        Ok(self.layout_of(plan, tracks, segments, head))
+    }
+
+    /// The layout of `plan` over `tracks` (the builder's, in `plan.order`) and `segments`.
+    fn layout_of(&self, plan: Plan, mut tracks: Vec<Track>, segments: Vec<Arc<SegmentIndex>>, head: bool) -> Layout {
         let several = |kind| tracks.iter().filter(|t| t.kind == kind).count() > 1;
         let groups = [several(TrackKind::Video).then_some(2), several(TrackKind::Audio).then_some(1)];
         for i in 0..tracks.len() {
@@ -388,7 +399,8 @@ impl LayoutBuilder {
             t.finish();
         }
 
-        let mut out_track = vec![None; self.tracks.len()];
+        // One entry per builder track (`stats` is parallel to them; `tracks` may be moved out).
+        let mut out_track = vec![None; self.stats.len()];
         for (i, &b) in plan.order.iter().enumerate() {
             out_track[b] = Some(i as u8);
         }
@@ -409,16 +421,15 @@ impl LayoutBuilder {
         }
         debug_assert_eq!(payload, plan.payload);
 
-        let segments = self.segments.clone();
         if !head {
-            return Ok(Layout {
+            return Layout {
                 head: Vec::new(),
                 chunks,
                 len_bytes: payload,
                 segments,
                 tracks,
                 movie_dur: plan.movie_dur,
-            });
+            };
         }
         let layout = assemble(tracks, &plan.edits, plan.movie_dur, chunks, payload, segments);
         debug_assert_eq!(
@@ -426,7 +437,7 @@ impl LayoutBuilder {
             plan.head_len,
             "box sizes computed from counts disagree with the writers"
         );
-        Ok(layout)
+        layout
     }
 
     /// The file's track order, edit lists and part sizes, from the running counts: O(tracks).
