@@ -833,7 +833,13 @@ impl Runner {
                     r.source.prepare().await?;
                     Ok::<_, String>(r)
                 });
-                async move { (it, task.await.unwrap_or_else(|e| Err(format!("export task: {e}")))) }
+                // A job that stops (cancel, drain, lost lease) stops its look-ahead too.
+                let guard = AbortOnDrop(task.abort_handle());
+                async move {
+                    let r = task.await.unwrap_or_else(|e| Err(format!("export task: {e}")));
+                    drop(guard);
+                    (it, r)
+                }
             })
             .buffered(2);
         while let Some((it, resolved)) = prepared.next().await {
@@ -882,6 +888,15 @@ impl Runner {
         cat.finish_export(id, node, state, error.as_deref()).await?;
         tracing::info!(export = %id, state = state.as_str(), items = totals.items, bytes = totals.bytes_done, "export job finished");
         Ok(Ending::Finished)
+    }
+}
+
+/// Aborts a task when dropped (a future that owns it dropped before its end).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -66,9 +66,11 @@ impl ObjectStore for LocalDirStore {
         let n = range.end - range.start;
         buf.clear();
         if buf.capacity() < n as usize {
-            // A new allocation, not a grown one (which would copy the old bytes), with room
-            // for the next segments, which vary in length, to reuse it.
-            *buf = Vec::with_capacity(n as usize + n as usize / 4);
+            // A new allocation, not a grown one (which would copy the old bytes). A buffer
+            // being reused gets room for the next reads too (segments vary in length); a fresh
+            // one (`get_range`'s, kept as `Bytes`) is exact, so no slack is held.
+            let slack = if buf.capacity() == 0 { 0 } else { n as usize / 4 };
+            *buf = Vec::with_capacity(n as usize + slack);
         }
         f.seek(std::io::SeekFrom::Start(range.start)).map_err(io(key))?;
         // Into the buffer's spare capacity: no zeroing of bytes about to be overwritten.

@@ -95,9 +95,9 @@ pub trait ObjectStore: Send + Sync + 'static {
         let _ = key;
         false
     }
-    /// Bytes `range` of `key` into `buf` (its contents replaced, its allocation reused), on the
-    /// calling thread, which must be allowed to block (the blocking pool). `etag` as in
-    /// [`Self::get_range_if`]. Errors as [`Self::get_range`]; an I/O error of kind
+    /// Bytes `range` of `key` into `buf` (its contents replaced, its allocation reused when large
+    /// enough), on the calling thread, which must be allowed to block (the blocking pool). `etag`
+    /// as in [`Self::get_range_if`]. Errors as [`Self::get_range`]; an I/O error of kind
     /// `Unsupported` for a key that [`Self::reads_locally`] denies.
     fn read_blocking(&self, key: &str, range: Range<u64>, etag: Option<&str>, buf: &mut Vec<u8>) -> Result<()> {
         let _ = (range, etag, buf);
