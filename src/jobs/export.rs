@@ -989,7 +989,6 @@ mod tests {
     #[tokio::test]
     async fn file_writer_writes_every_byte_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let target = Target::Dir { dir: dir.path().to_path_buf(), sync: true };
         // Durable (direct writes) and left to the page cache alike.
         for sync in [true, false] {
             let target = Target::Dir { dir: dir.path().join(format!("sync-{sync}")), sync };
@@ -1005,6 +1004,7 @@ mod tests {
                 assert!(!path.with_extension("mp4.part").exists(), "{name}");
             }
         }
+        let target = Target::Dir { dir: dir.path().to_path_buf(), sync: true };
         // A source that ends early fails the item and leaves nothing behind.
         let mut short = item(b"0123456789");
         short.len_bytes = 20;

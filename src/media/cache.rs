@@ -9,9 +9,10 @@ use lru::LruCache;
 
 use super::chunks::SegChunks;
 use super::{File, FileSpec, MediaError, UserMedia};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Segment};
 use crate::format::index::{Container, SegmentIndex};
 use crate::format::mp4::{Layout, SegmentInput};
+use crate::model::RecordingId;
 use crate::store::ObjectStore as _;
 
 /// A file's layout with what serving it needs.
@@ -78,6 +79,18 @@ impl Cache {
     }
 }
 
+/// The layout input of stored segment `s` of `recording`: its sample index decoded. Errors:
+/// [`MediaError::Index`] for an index that does not decode.
+pub(super) fn segment_input(
+    recording: RecordingId,
+    s: &Segment,
+    join_before: bool,
+) -> Result<SegmentInput, MediaError> {
+    let index =
+        SegmentIndex::decode(&s.sample_index).map_err(|source| MediaError::Index { recording, seq: s.seq, source })?;
+    Ok(SegmentInput { index: Arc::new(index), join_before })
+}
+
 /// Builds a file's layout from the catalog's sample indexes (reads no segment); decoding and
 /// layout run on the blocking pool.
 async fn build(catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaError> {
@@ -99,21 +112,15 @@ async fn build(catalog: &Catalog, file: &File) -> Result<Arc<LoadedFile>, MediaE
         let first = parts.first().map(|p| p.0);
         for (p, (recording, segs)) in parts.iter().enumerate() {
             for (i, s) in segs.iter().enumerate() {
-                let index = SegmentIndex::decode(&s.sample_index).map_err(|source| MediaError::Index {
-                    recording: *recording,
-                    seq: s.seq,
-                    source,
-                })?;
                 // A part after the first starts a new run of the timeline.
                 let join_before = s.join_before || (p > 0 && i == 0);
-                inputs.push(SegmentInput { index: Arc::new(index), join_before });
+                inputs.push(segment_input(*recording, s, join_before)?);
                 etag.push(&s.sha256, &s.sample_index, join_before);
                 objects.push((s.object_key.clone(), s.object_etag.clone()));
             }
         }
         let t_decode = t1.elapsed();
-        let mut layout =
-            Layout::build(&inputs).map_err(|e| MediaError::Layout(first.unwrap_or(crate::model::RecordingId(0)), e))?;
+        let mut layout = Layout::build(&inputs).map_err(|e| MediaError::Layout(first.unwrap_or(RecordingId(0)), e))?;
         tracing::debug!(
             segments = inputs.len(),
             fetch_ms = t_fetch.as_secs_f64() * 1e3,

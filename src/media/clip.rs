@@ -9,9 +9,8 @@ use super::cache::LoadedFile;
 use super::spec::ClipFacts;
 use super::{ClipSpan, Cut, File, FileSpec, MediaError, MediaRange, Part, UserMedia};
 use crate::catalog::{Catalog, Recording, Segment};
-use crate::format::index::SegmentIndex;
+use crate::format::mp4::Layout;
 use crate::format::mp4::clip::{self, Accuracy, ClipError, ClipRange, ClipSource, Gaps};
-use crate::format::mp4::{Layout, SegmentInput};
 use crate::model::{CameraId, RecordingId};
 
 impl Cut {
@@ -135,12 +134,7 @@ fn recording_layout(recording: RecordingId, segs: &[Segment]) -> Result<Recordin
     let mut inputs = Vec::with_capacity(segs.len());
     let mut objects = Vec::with_capacity(segs.len());
     for s in segs {
-        let index = SegmentIndex::decode(&s.sample_index).map_err(|source| MediaError::Index {
-            recording,
-            seq: s.seq,
-            source,
-        })?;
-        inputs.push(SegmentInput { index: Arc::new(index), join_before: s.join_before });
+        inputs.push(super::cache::segment_input(recording, s, s.join_before)?);
         objects.push((s.object_key.clone(), s.object_etag.clone()));
     }
     match Layout::build_headless(&inputs) {
